@@ -1,0 +1,24 @@
+"""The one Celery app of the project: configured from Django settings, tasks discovered in every installed app."""
+
+import os
+
+from celery import Celery, signals
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
+
+app = Celery("proj")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+def _drop_unusable_database_connections(**kwargs) -> None:
+    """Around tasks, what Django does around requests: drop a connection that broke or outlived CONN_MAX_AGE.
+
+    Celery's own fixup would close every connection after each task, costing a reconnect per task; settings turn
+    that off (CELERY_DB_REUSE_MAX), so this keeps healthy connections and replaces dead ones.
+    """
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close_if_unusable_or_obsolete()

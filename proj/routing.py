@@ -1,0 +1,27 @@
+"""Where every task goes: the queues and the router, in one place.
+
+Tasks are named `<app>.<verb>`; the app decides the queue. Routing by an order's region (a `cloud.<region>` routing
+key with a public fallback) will be added here, as a function of the message, without touching any caller.
+"""
+
+from kombu import Queue
+
+QUEUE_BY_APP = {
+    "orders": "orders",
+    "notifications": "notifications",
+    "analytics": "analytics",
+    # The outbox relay and housekeeping: kept apart so a backlog of orders never delays the relay.
+    "jobs": "maintenance",
+}
+# Exceptions to the rule above: housekeeping that must not wait behind its app's backlog.
+QUEUE_BY_TASK = {
+    "orders.reconcile_stuck_orders": "maintenance",
+}
+QUEUES = tuple(Queue(name, routing_key=name) for name in dict.fromkeys(QUEUE_BY_APP.values()))
+QUEUE_NAMES = tuple(queue.name for queue in QUEUES)
+
+
+def route_task(name, args, kwargs, options, task=None, **extra):
+    """Return the queue of task `name` (None sends it to CELERY_TASK_DEFAULT_QUEUE)."""
+    queue = QUEUE_BY_TASK.get(name) or QUEUE_BY_APP.get(name.partition(".")[0])
+    return {"queue": queue, "routing_key": queue} if queue else None

@@ -1,0 +1,263 @@
+"""Settings for the order-processing service.
+
+Every value that differs between machines comes from the environment (see `.env.example`); the defaults suit a
+developer's laptop. With DJANGO_DEBUG off, the service refuses to start without a real SECRET_KEY.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from proj import routing
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Django core -----------------------------------------------------------------------------------------------
+
+DEBUG = env_bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is off (see .env.example).")
+    SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105 - development only
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "django_celery_beat",
+    "jobs",
+    "orders",
+    "notifications",
+    "analytics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "proj.urls"
+WSGI_APPLICATION = "proj.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/shop"),
+        # Persistent connections: a worker runs thousands of tasks a minute and must not reconnect for each.
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+        # A connection dropped by the server (restart, pg_terminate_backend) is noticed before it is reused.
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Security (production values; `manage.py check --deploy` passes with DJANGO_DEBUG off) ---------------------
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 60 * 60 * 24 * 30)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+# Health probes and metrics are scraped over plain HTTP inside the cluster.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+# --- Logging -----------------------------------------------------------------------------------------------------
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}
+
+# --- Email and push ----------------------------------------------------------------------------------------------
+
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
+# A hung mail server must fail the send (and retry it), not hold a worker slot until the hard time limit.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "orders@shop.example")
+
+# ntfy-compatible push server (`POST {PUSH_URL}/{topic}`); push notifications are skipped when it is empty.
+PUSH_URL = os.environ.get("PUSH_URL", "")
+PUSH_TIMEOUT_SECONDS = env_float("PUSH_TIMEOUT_SECONDS", 5.0)
+
+# --- Orders and payments -------------------------------------------------------------------------------------------
+
+SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "EUR")
+ORDER_REGIONS = env_list("ORDER_REGIONS", "eu,us,ap")
+# More than this many units of one product in one order is a typo or abuse, not a purchase.
+ORDER_MAX_QUANTITY_PER_LINE = env_int("ORDER_MAX_QUANTITY_PER_LINE", 100)
+ORDER_MAX_LINES = env_int("ORDER_MAX_LINES", 50)
+# An order `pending` or `processing` for longer than this lost its message (e.g. Redis restarted without
+# persistence, or a worker vanished): the reconciler schedules it again. Longer than the broker's visibility
+# timeout, so a message that Redis will redeliver anyway is not duplicated needlessly.
+ORDER_STUCK_AFTER_SECONDS = env_int("ORDER_STUCK_AFTER_SECONDS", 15 * 60)
+
+PAYMENT_GATEWAY = os.environ.get("PAYMENT_GATEWAY", "orders.payments.SandboxGateway")
+# The sandbox keeps its ledger of charges in Redis, outside our database transactions, as a real provider would.
+PAYMENT_SANDBOX_REDIS_URL = os.environ.get("PAYMENT_SANDBOX_REDIS_URL", "redis://127.0.0.1:6379/2")
+PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0)
+PAYMENT_SANDBOX_FAILURE_RATE = env_float("PAYMENT_SANDBOX_FAILURE_RATE", 0.0)
+PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS = env_int("PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS", 2)
+
+# --- Outbox --------------------------------------------------------------------------------------------------------
+
+# A task row still unsent this long after its commit missed the fast path (process died, Redis unreachable).
+OUTBOX_RELAY_AFTER_SECONDS = env_int("OUTBOX_RELAY_AFTER_SECONDS", 10)
+# How often beat runs the relay; events for analytics wait at most about this long.
+OUTBOX_RELAY_INTERVAL_SECONDS = env_float("OUTBOX_RELAY_INTERVAL_SECONDS", 2.0)
+OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
+# Where events go: each consumer task receives batches of `events`.
+OUTBOX_EVENT_CONSUMERS = env_list("OUTBOX_EVENT_CONSUMERS", "analytics.track_events")
+
+# --- Celery --------------------------------------------------------------------------------------------------------
+# Read by proj/celery.py through config_from_object(namespace="CELERY").
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+# Results live in PostgreSQL (django-celery-results), so they survive a Redis restart and show in the admin.
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "django-db")
+# Stores task name, args, kwargs and worker with each result: ops can see what ran where.
+CELERY_RESULT_EXTENDED = True
+# A database blip while storing a result retries instead of failing an otherwise finished task.
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_MAX_RETRIES = 10
+
+# JSON only: pickle would let anyone who can write to Redis run code in our workers.
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+
+# Acknowledge after the task ran, and requeue when its process dies: a task killed mid-way runs again rather than
+# vanishing. Every task is idempotent, so running twice is harmless.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# With late acks, each process holds one message at a time: a busy process does not sit on work others could do,
+# and a killed worker takes at most one message per process down with it.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+
+# Time limits: a task over the soft limit gets SoftTimeLimitExceeded (and retries); the hard limit kills it.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
+# The longest delay any task may ask for (countdown, retry backoff); tasks/tests check against it.
+CELERY_MAX_TASK_DELAY_SECONDS = env_int("CELERY_MAX_TASK_DELAY_SECONDS", 300)
+# Redis redelivers an unacknowledged message after this long. It must exceed the longest countdown, backoff and
+# hard time limit, or a task still waiting or running is delivered a second time; a test checks the bound.
+# It is also how long a message held by a worker that died abruptly waits before another worker gets it.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    # Sweep for messages of dead workers every ~30 s instead of kombu's default of ~100 s.
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 3,
+    # A broker that vanished without closing the TCP connection must not hang a publish forever.
+    "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 5.0),
+    "socket_connect_timeout": env_float("CELERY_BROKER_CONNECT_TIMEOUT", 2.0),
+}
+# Same options for a Redis result backend, should CELERY_RESULT_BACKEND point to one.
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
+# Publishing happens right after a commit, often inside a web request: give up quickly (the outbox relay sends
+# the message later) rather than keep the customer waiting while Redis is down.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# On losing the broker connection, stop running tasks instead of finishing them: their messages are unacked and
+# will be redelivered, and an ack sent on a new connection would be rejected anyway.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Workers and beat started before Redis keep retrying instead of exiting (startup order does not matter).
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Task events feed Flower and the worker-side metrics.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+# Queues are declared in proj/celery.py; a task without a route would land on a queue nobody consumes.
+CELERY_TASK_CREATE_MISSING_QUEUES = False
+CELERY_TASK_DEFAULT_QUEUE = "orders"
+# Celery closes the database connection around every task unless told to reuse it; reconnecting costs more than
+# the task. Our own task_prerun hook drops connections that are broken or older than CONN_MAX_AGE instead.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000)
+# Periodic tasks live in the database (django-celery-beat), editable in the admin; CELERY_BEAT_SCHEDULE seeds them.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+# Queues and the router live in proj/routing.py: one place decides where every task goes.
+CELERY_TASK_QUEUES = routing.QUEUES
+CELERY_TASK_ROUTES = (routing.route_task,)
+CELERY_BEAT_SCHEDULE = {
+    "relay-outbox": {
+        "task": "jobs.relay_outbox",
+        "schedule": OUTBOX_RELAY_INTERVAL_SECONDS,
+        # Ticks that could not run while workers were down are worthless later: the next tick does their work.
+        "options": {"expires": 60},
+    },
+    "reconcile-stuck-orders": {
+        "task": "orders.reconcile_stuck_orders",
+        "schedule": 60.0,
+        "options": {"expires": 300},
+    },
+}
