@@ -1,0 +1,63 @@
+"""`ReliableTask`, the base of every task: retry what can heal, count redeliveries, dead-letter what cannot heal."""
+
+import logging
+
+from celery import Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+from jobs import services
+from proj.errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+# What heals by itself: our adapters' timeouts, lost connections (database, sockets) and deadlocks.
+TRANSIENT_ERRORS = (
+    TransientError,
+    OperationalError,
+    InterfaceError,
+    TimeoutError,
+    ConnectionError,
+    SoftTimeLimitExceeded,
+)
+
+# A message delivered this many times without finishing (its process died each time) is a poison message.
+MAX_DELIVERIES = 5
+
+
+class ReliableTask(Task):
+    autoretry_for = TRANSIENT_ERRORS
+    # Exponential backoff from 2 s with full jitter, capped below the broker's visibility timeout
+    # (tests/test_celery_config.py checks the bound): 8 retries span about eight minutes.
+    retry_backoff = 2
+    retry_backoff_max = settings.CELERY_MAX_TASK_DELAY_SECONDS
+    retry_jitter = True
+    max_retries = 8
+
+    def before_start(self, task_id, args, kwargs):
+        if not self.request.delivery_info.get("redelivered"):
+            return
+        deliveries = services.count_redelivery(task_id=task_id, task_name=self.name)
+        if deliveries > MAX_DELIVERIES:
+            reason = f"Delivered {deliveries} times without finishing: its process dies each time."
+            logger.error("Poison message %s %s: %s", self.name, task_id, reason)
+            self._dead_letter(task_id, args, kwargs, reason=reason, attempts=deliveries)
+            raise Reject(reason, requeue=False)
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        reason = f"{type(exc).__name__}: {exc}"
+        self._dead_letter(task_id, args, kwargs, reason=reason, attempts=self.request.retries + 1)
+
+    def _dead_letter(self, task_id, args, kwargs, *, reason: str, attempts: int) -> None:
+        services.record_dead_letter(
+            task_id=task_id, task_name=self.name, args=args, kwargs=kwargs, reason=reason, attempts=attempts
+        )
+        self.give_up(reason, **kwargs)
+
+    def give_up(self, reason: str, /, **kwargs) -> None:
+        """Record the final failure in the domain (e.g. mark the order failed). Nothing by default."""
+
+    def replay(self, **kwargs) -> None:
+        """Schedule this task again after ops asked to replay its dead letter (inside a transaction)."""
+        services.enqueue_on_commit(self, **kwargs)

@@ -1,0 +1,181 @@
+"""The transactional outbox and dead letters.
+
+Business code never calls `.delay()`: it calls `enqueue_on_commit(task, **kwargs)` or `emit_event(...)` inside its
+transaction. The row commits with the business change; right after the commit the message is published (the fast
+path). If the process dies or Redis is unreachable in between, `relay_outbox` publishes the row later. A message can
+therefore be published twice, which is harmless because every task is idempotent.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+
+from celery import Task, current_app
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from jobs.exceptions import DeadLetterAlreadyReplayed, DeadLetterNotFound
+from jobs.models import DeadLetter, OutboxMessage, TaskDelivery
+
+logger = logging.getLogger(__name__)
+
+
+def enqueue_on_commit(task: Task, /, **kwargs) -> OutboxMessage:
+    """Record `task(**kwargs)` in the current transaction; publish it as soon as the transaction commits."""
+    _require_transaction()
+    message = OutboxMessage.objects.create(kind=OutboxMessage.Kind.TASK, name=task.name, payload=kwargs)
+    transaction.on_commit(partial(_publish_after_commit, message))
+    return message
+
+
+def emit_event(event_type: str, /, **data) -> OutboxMessage:
+    """Record a domain event in the current transaction; the relay delivers it, batched, to the event consumers."""
+    _require_transaction()
+    return OutboxMessage.objects.create(kind=OutboxMessage.Kind.EVENT, name=event_type, payload=data)
+
+
+def _require_transaction() -> None:
+    # Outside a transaction the row would commit on its own, and the business change it belongs to might not.
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("The outbox must be written inside transaction.atomic, with the change it belongs to.")
+
+
+def _publish_after_commit(message: OutboxMessage) -> None:
+    try:
+        _publish_task(message)
+    except Exception as error:  # noqa: BLE001 - whatever failed, the relay retries; the commit already succeeded
+        logger.warning("Publishing %s %s failed; the outbox relay will retry: %r", message.name, message.id, error)
+        OutboxMessage.objects.filter(pk=message.pk).update(
+            publish_attempts=F("publish_attempts") + 1, last_error=repr(error)[:1000]
+        )
+        return
+    OutboxMessage.objects.filter(pk=message.pk).update(sent_at=Now(), publish_attempts=F("publish_attempts") + 1)
+
+
+def _publish_task(message: OutboxMessage) -> None:
+    # The outbox id is the task id: a message published twice is one task to Flower, results and delivery counts.
+    current_app.send_task(message.name, kwargs=message.payload, task_id=str(message.id))
+
+
+@dataclass(frozen=True)
+class RelayReport:
+    tasks_sent: int
+    events_sent: int
+    failed: int
+
+
+def relay_outbox(*, batch_size: int | None = None) -> RelayReport:
+    """Publish task rows that missed their fast path, and pending events in batches. Safe to run concurrently."""
+    batch_size = batch_size or settings.OUTBOX_RELAY_BATCH_SIZE
+    tasks_sent, failed = _relay_tasks(batch_size)
+    events_sent = _relay_events(batch_size)
+    return RelayReport(tasks_sent=tasks_sent, events_sent=events_sent, failed=failed)
+
+
+@transaction.atomic
+def _relay_tasks(batch_size: int) -> tuple[int, int]:
+    # Publishing while the rows are locked is deliberate: SKIP LOCKED keeps concurrent relays off the same rows.
+    # Should the commit fail after a publish, the row is published again later, which idempotent tasks absorb.
+    cutoff = timezone.now() - timedelta(seconds=settings.OUTBOX_RELAY_AFTER_SECONDS)
+    messages = list(
+        OutboxMessage.objects.select_for_update(skip_locked=True)
+        .filter(kind=OutboxMessage.Kind.TASK, sent_at__isnull=True, created_at__lte=cutoff)
+        .order_by("created_at")[:batch_size]
+    )
+    sent = []
+    for message in messages:
+        try:
+            _publish_task(message)
+        except Exception as error:  # noqa: BLE001 - the broker is down: stop here, the next run goes on
+            logger.warning("Relay could not publish %s %s: %r", message.name, message.id, error)
+            OutboxMessage.objects.filter(pk=message.pk).update(
+                publish_attempts=F("publish_attempts") + 1, last_error=repr(error)[:1000]
+            )
+            break
+        sent.append(message.pk)
+    OutboxMessage.objects.filter(pk__in=sent).update(sent_at=Now(), publish_attempts=F("publish_attempts") + 1)
+    return len(sent), len(messages) - len(sent)
+
+
+@transaction.atomic
+def _relay_events(batch_size: int) -> int:
+    messages = list(
+        OutboxMessage.objects.select_for_update(skip_locked=True)
+        .filter(kind=OutboxMessage.Kind.EVENT, sent_at__isnull=True)
+        .order_by("created_at")[:batch_size]
+    )
+    if not messages:
+        return 0
+    events = [
+        {
+            "event_id": str(message.id),
+            "type": message.name,
+            "occurred_at": message.created_at.isoformat(),
+            "data": message.payload,
+        }
+        for message in messages
+    ]
+    try:
+        for consumer in settings.OUTBOX_EVENT_CONSUMERS:
+            current_app.send_task(consumer, kwargs={"events": events})
+    except Exception as error:  # noqa: BLE001 - the broker is down: the events stay unsent for the next run
+        logger.warning("Relay could not publish %d events: %r", len(events), error)
+        return 0
+    OutboxMessage.objects.filter(pk__in=[message.pk for message in messages]).update(
+        sent_at=Now(), publish_attempts=F("publish_attempts") + 1
+    )
+    return len(messages)
+
+
+def record_dead_letter(
+    *, task_id: str, task_name: str, args: list, kwargs: dict, reason: str, attempts: int
+) -> DeadLetter:
+    """Keep a task that gave up, with what ops need to replay it."""
+    dead_letter, _ = DeadLetter.objects.update_or_create(
+        task_id=task_id,
+        defaults={
+            "task_name": task_name,
+            "args": list(args),
+            "kwargs": dict(kwargs),
+            "reason": reason,
+            "attempts": attempts,
+            "replayed_at": None,
+        },
+    )
+    return dead_letter
+
+
+@transaction.atomic
+def replay_dead_letter(*, dead_letter_id: int) -> DeadLetter:
+    """Run a dead-lettered task again, through the task's own `replay` (which may first reopen domain state)."""
+    dead_letter = DeadLetter.objects.select_for_update().filter(pk=dead_letter_id).first()
+    if dead_letter is None:
+        raise DeadLetterNotFound(f"Dead letter {dead_letter_id} does not exist.")
+    if dead_letter.replayed_at is not None:
+        raise DeadLetterAlreadyReplayed(f"Dead letter {dead_letter_id} was replayed at {dead_letter.replayed_at}.")
+    task = current_app.tasks[dead_letter.task_name]
+    task.replay(**dead_letter.kwargs)
+    dead_letter.replayed_at = timezone.now()
+    dead_letter.save(update_fields=["replayed_at"])
+    return dead_letter
+
+
+def count_redelivery(*, task_id: str, task_name: str) -> int:
+    """Count one more delivery of a redelivered message and return its deliveries so far, the first included."""
+    table = TaskDelivery._meta.db_table
+    # One statement, so concurrent deliveries of one message cannot both read the old count.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {table} (task_id, task_name, deliveries, last_delivered_at) VALUES (%s, %s, 2, now())
+            ON CONFLICT (task_id) DO UPDATE
+            SET deliveries = {table}.deliveries + 1, last_delivered_at = now()
+            RETURNING deliveries
+            """,  # noqa: S608 - the table name is ours, the values are parameters
+            [task_id, task_name],
+        )
+        return cursor.fetchone()[0]
