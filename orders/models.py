@@ -1,0 +1,112 @@
+import uuid
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=10, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    # Units on hand. Reserved (decremented) when an order starts processing, released if it then fails.
+    stock = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [
+            # The last line of defence against overselling: no code path can push stock below zero.
+            models.CheckConstraint(condition=models.Q(stock__gte=0), name="product_stock_not_negative"),
+            models.CheckConstraint(condition=models.Q(price__gte=0), name="product_price_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.name}"
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Order(models.Model):
+    Status = OrderStatus
+    FINAL_STATUSES = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    # The public id: unguessable, safe to put in URLs and emails.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.EmailField()
+    region = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Computed from database prices when the order is placed; never from what the client sent.
+    total = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    # The payment method to charge (a provider token); the sandbox gateway knows tok_visa, tok_chargeDeclined, ...
+    payment_token = models.CharField(max_length=64)
+    # The provider's charge id, set when the charge succeeded.
+    payment_reference = models.CharField(max_length=64, blank=True)
+    # ntfy topic for a push notification, if the customer asked for one.
+    push_topic = models.CharField(max_length=64, blank=True)
+    failure_reason = models.TextField(blank=True)
+    # How many times processing started or resumed (more than 1 means a worker died or a message came twice).
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["created_at"], name="order_created_idx"),
+            # The reconciler looks for orders stuck in a non-final status.
+            models.Index(
+                fields=["status", "updated_at"],
+                condition=models.Q(status__in=[OrderStatus.PENDING, OrderStatus.PROCESSING]),
+                name="order_unfinished_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(total__gte=0), name="order_total_not_negative"),
+            models.CheckConstraint(condition=models.Q(status__in=OrderStatus.values), name="order_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order {self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+
+class OrderItem(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="order_items")
+    quantity = models.PositiveIntegerField()
+    # The price when the order was placed: later catalog changes do not rewrite history.
+    unit_price = models.DecimalField(max_digits=10, decimal_places=2)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(quantity__gte=1), name="order_item_quantity_positive"),
+            models.UniqueConstraint(fields=["order", "product"], name="order_item_product_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product_id}"
+
+
+class OrderEvent(models.Model):
+    """The order's status timeline, appended by every transition and never updated."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    status = models.CharField(max_length=16, choices=OrderStatus.choices)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.order_id} -> {self.status}"
