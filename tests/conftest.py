@@ -1,0 +1,98 @@
+import threading
+from collections.abc import Iterator
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.db import connection, connections
+
+from orders.payments import SandboxGateway, get_gateway
+from proj.celery import app as celery_app
+from proj.routing import QUEUE_NAMES, QUEUES
+from tests.factories import ProductFactory
+from tests.push_server import PushServer, start_push_server
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    yield
+    # Worker threads keep their own connections open (as in production); end them so the test database can go.
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture(autouse=True)
+def sandbox() -> SandboxGateway:
+    """The payment sandbox, with an empty ledger for each test."""
+    gateway = get_gateway()
+    gateway.redis.flushdb()
+    return gateway
+
+
+@pytest.fixture(autouse=True)
+def empty_queues() -> None:
+    """No message left over from an earlier test reaches this test's worker."""
+    with celery_app.connection_for_write() as broker:
+        channel = broker.default_channel
+        for queue in QUEUES:
+            queue.bind(channel).purge()
+        channel.client.delete("unacked", "unacked_index")
+
+
+def queue_length(name: str) -> int:
+    with celery_app.connection_for_write() as broker:
+        return broker.default_channel.client.llen(name)
+
+
+@pytest.fixture
+def celery_worker(transactional_db) -> Iterator:
+    """A real Celery worker (4 threads) consuming this project's queues from real Redis, in this process."""
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        queues=list(QUEUE_NAMES),
+        perform_ping_check=False,
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def push_server(settings) -> Iterator[PushServer]:
+    """A real HTTP push server on a free port, with PUSH_URL pointing at it."""
+    state, server = start_push_server()
+    settings.PUSH_URL = state.url
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def product():
+    return ProductFactory(sku="MUG-001", name="Mug", stock=10)
+
+
+def run_in_threads(count: int, target) -> list:
+    """Run `target(index)` in `count` threads started together; return their results (or exceptions)."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[index] = target(index)
+        except Exception as error:  # noqa: BLE001 - handed to the test, which asserts on it
+            results[index] = error
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results

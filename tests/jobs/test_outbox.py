@@ -1,0 +1,167 @@
+import base64
+import json
+
+import pytest
+from django.db import transaction
+
+from jobs import services
+from jobs.exceptions import DeadLetterAlreadyReplayed, DeadLetterNotFound
+from jobs.models import DeadLetter, OutboxMessage, TaskDelivery
+from notifications.tasks import send_notification_task
+from proj.celery import app as celery_app
+from tests.conftest import queue_length, run_in_threads
+
+pytestmark = pytest.mark.django_db
+
+
+def queued_messages(queue: str) -> list[dict]:
+    with celery_app.connection_for_write() as broker:
+        return [json.loads(raw) for raw in broker.default_channel.client.lrange(queue, 0, -1)]
+
+
+def enqueue_notification(**overrides) -> OutboxMessage:
+    kwargs = {
+        "order_id": "0b6bd2b5-7c1a-4a5e-9d27-3f1c6f1d2c11",
+        "channel": "email",
+        "kind": "order_confirmation",
+        "recipient": "ada@example.com",
+        "context": {},
+    } | overrides
+    with transaction.atomic():
+        return services.enqueue_on_commit(send_notification_task, **kwargs)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_outbox_must_be_written_inside_a_transaction():
+    with pytest.raises(RuntimeError, match=r"inside transaction\.atomic"):
+        services.enqueue_on_commit(send_notification_task, order_id="x")
+
+
+def test_a_message_is_published_with_the_outbox_id_as_task_id(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        message = enqueue_notification()
+
+    [published] = queued_messages("notifications")
+    assert published["headers"]["id"] == str(message.id)
+    assert published["headers"]["task"] == "notifications.send_notification"
+    message.refresh_from_db()
+    assert message.sent_at is not None
+
+
+def test_the_relay_publishes_tasks_that_missed_their_fast_path(django_capture_on_commit_callbacks, settings):
+    # given: the transaction committed but its process died before publishing (the callback never ran)
+    settings.OUTBOX_RELAY_AFTER_SECONDS = 0
+    with django_capture_on_commit_callbacks(execute=False):
+        message = enqueue_notification()
+    assert queue_length("notifications") == 0
+
+    # when
+    report = services.relay_outbox()
+    second = services.relay_outbox()
+
+    # then
+    assert (report.tasks_sent, report.failed) == (1, 0)
+    assert second.tasks_sent == 0
+    assert [published["headers"]["id"] for published in queued_messages("notifications")] == [str(message.id)]
+    message.refresh_from_db()
+    assert message.sent_at is not None
+
+
+def test_the_relay_leaves_young_rows_to_the_fast_path(django_capture_on_commit_callbacks, settings):
+    settings.OUTBOX_RELAY_AFTER_SECONDS = 3600
+    with django_capture_on_commit_callbacks(execute=False):
+        enqueue_notification()
+
+    assert services.relay_outbox().tasks_sent == 0
+    assert queue_length("notifications") == 0
+
+
+def test_the_relay_batches_events_for_each_consumer():
+    with transaction.atomic():
+        first = services.emit_event("order_placed", order_id="a", total="1.00")
+        second = services.emit_event("order_completed", order_id="a", total="1.00")
+
+    report = services.relay_outbox()
+
+    assert report.events_sent == 2
+    [published] = queued_messages("analytics")
+    assert published["headers"]["task"] == "analytics.track_events"
+    _args, kwargs, _options = json.loads(base64.b64decode(published["body"]))
+    events = kwargs["events"]
+    assert [(event["event_id"], event["type"], event["data"]) for event in events] == [
+        (str(first.id), "order_placed", {"order_id": "a", "total": "1.00"}),
+        (str(second.id), "order_completed", {"order_id": "a", "total": "1.00"}),
+    ]
+    assert services.relay_outbox().events_sent == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_relays_publish_each_row_once(settings):
+    # given: 50 committed rows whose fast path never ran
+    settings.OUTBOX_RELAY_AFTER_SECONDS = 0
+    OutboxMessage.objects.bulk_create(
+        OutboxMessage(kind=OutboxMessage.Kind.TASK, name="notifications.send_notification", payload={})
+        for _ in range(50)
+    )
+
+    reports = run_in_threads(3, lambda index: services.relay_outbox(batch_size=20))
+
+    assert sum(report.tasks_sent for report in reports) == 50
+    ids = [published["headers"]["id"] for published in queued_messages("notifications")]
+    assert len(ids) == len(set(ids)) == 50
+
+
+def test_replaying_a_dead_letter_schedules_the_task_again(django_capture_on_commit_callbacks):
+    kwargs = {
+        "order_id": "0b6bd2b5-7c1a-4a5e-9d27-3f1c6f1d2c11",
+        "channel": "email",
+        "kind": "order_failed",
+        "recipient": "ada@example.com",
+        "context": {"reason": "x"},
+    }
+    dead_letter = services.record_dead_letter(
+        task_id="t-1",
+        task_name="notifications.send_notification",
+        args=[],
+        kwargs=kwargs,
+        reason="ChannelUnavailable: down",
+        attempts=9,
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.replay_dead_letter(dead_letter_id=dead_letter.pk)
+
+    dead_letter.refresh_from_db()
+    assert dead_letter.replayed_at is not None
+    [message] = OutboxMessage.objects.filter(name="notifications.send_notification")
+    assert message.payload == kwargs
+    assert queue_length("notifications") == 1
+    with pytest.raises(DeadLetterAlreadyReplayed):
+        services.replay_dead_letter(dead_letter_id=dead_letter.pk)
+
+
+def test_replaying_an_unknown_dead_letter_is_not_found():
+    with pytest.raises(DeadLetterNotFound):
+        services.replay_dead_letter(dead_letter_id=404)
+
+
+def test_recording_a_dead_letter_twice_keeps_one_row():
+    for attempts in (3, 4):
+        services.record_dead_letter(
+            task_id="t-2",
+            task_name="orders.process_order",
+            args=[],
+            kwargs={"order_id": "x"},
+            reason=f"attempt {attempts}",
+            attempts=attempts,
+        )
+
+    [dead_letter] = DeadLetter.objects.all()
+    assert (dead_letter.reason, dead_letter.attempts) == ("attempt 4", 4)
+
+
+def test_redeliveries_are_counted_per_task_id():
+    counts = [services.count_redelivery(task_id="t-3", task_name="orders.process_order") for _ in range(3)]
+
+    assert counts == [2, 3, 4]
+    assert TaskDelivery.objects.get(task_id="t-3").deliveries == 4

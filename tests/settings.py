@@ -1,0 +1,16 @@
+"""Settings for the test suite: the project's settings, with test defaults in the environment read before them.
+
+Tests use the real PostgreSQL (pytest-django creates `test_<name>`) and Redis databases of their own (14 for the
+broker, 15 for the payment sandbox), so a developer's running service on database 0 is left alone.
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_DEBUG", "true")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
+os.environ.setdefault("PAYMENT_SANDBOX_REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+# Retries back off for at most a second, so tests that exhaust them finish quickly.
+os.environ.setdefault("CELERY_MAX_TASK_DELAY_SECONDS", "1")
+
+from proj.settings import *  # noqa: F403

@@ -1,0 +1,128 @@
+"""The Celery configuration says what the pipeline relies on; these tests keep it saying so."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+
+from jobs.base import ReliableTask
+from orders import tasks as order_tasks
+from proj.celery import app
+from proj.routing import QUEUE_NAMES, route_task
+
+OUR_APPS = ("orders", "notifications", "analytics", "jobs")
+
+
+def our_tasks() -> dict:
+    app.loader.import_default_modules()
+    return {name: task for name, task in app.tasks.items() if name.partition(".")[0] in OUR_APPS}
+
+
+def test_the_app_reads_its_settings_from_django():
+    assert app.main == "proj"
+    assert app.conf.broker_url == settings.CELERY_BROKER_URL
+    assert app.conf.result_backend == "django-db"
+
+
+def test_reliability_settings():
+    assert app.conf.task_serializer == app.conf.result_serializer == "json"
+    assert app.conf.accept_content == ["json"]
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.worker_cancel_long_running_tasks_on_connection_loss is True
+    assert app.conf.broker_connection_retry_on_startup is True
+    assert app.conf.result_extended is True
+    assert app.conf.worker_send_task_events is True
+    assert app.conf.task_send_sent_event is True
+    assert app.conf.task_soft_time_limit < app.conf.task_time_limit
+
+
+def test_broker_and_result_backend_share_the_visibility_timeout():
+    assert app.conf.broker_transport_options["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
+    assert app.conf.result_backend_transport_options["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
+
+
+def test_every_task_has_a_stable_name_and_a_declared_queue():
+    tasks = our_tasks()
+
+    assert sorted(tasks) == [
+        "analytics.track_events",
+        "jobs.relay_outbox",
+        "notifications.send_notification",
+        "orders.process_order",
+        "orders.reconcile_stuck_orders",
+    ]
+    for name in tasks:
+        route = route_task(name, (), {}, {})
+        assert route["queue"] in QUEUE_NAMES, name
+    assert route_task("orders.process_order", (), {}, {})["queue"] == "orders"
+    assert route_task("notifications.send_notification", (), {}, {})["queue"] == "notifications"
+    assert route_task("analytics.track_events", (), {}, {})["queue"] == "analytics"
+    assert route_task("jobs.relay_outbox", (), {}, {})["queue"] == "maintenance"
+    assert route_task("orders.reconcile_stuck_orders", (), {}, {})["queue"] == "maintenance"
+
+
+def longest_delays(conf, tasks) -> dict[str, float]:
+    """Every delay a message can wait or run before it is acknowledged, by where it comes from."""
+    delays = {"task_time_limit": conf.task_time_limit, "task_soft_time_limit": conf.task_soft_time_limit}
+    for name, task in tasks.items():
+        if isinstance(task, ReliableTask):
+            delays[f"{name} retry_backoff_max"] = task.retry_backoff_max
+        if task.time_limit:
+            delays[f"{name} time_limit"] = task.time_limit
+    delays["orders.process_order not-visible countdown"] = order_tasks.ORDER_NOT_VISIBLE_RETRY_SECONDS
+    for entry, schedule in conf.beat_schedule.items():
+        delays[f"beat {entry} expires"] = schedule.get("options", {}).get("expires", 0)
+    return delays
+
+
+def test_no_delay_can_outlast_the_visibility_timeout():
+    # A message held longer than the visibility timeout is delivered a second time while the first still waits.
+    visibility_timeout = app.conf.broker_transport_options["visibility_timeout"]
+
+    delays = longest_delays(app.conf, our_tasks())
+
+    assert len(delays) >= 8
+    too_long = {source: delay for source, delay in delays.items() if delay >= visibility_timeout}
+    assert too_long == {}
+
+
+def test_the_production_defaults_keep_the_bound_too():
+    # The test settings shorten backoff; check the defaults a deployment gets, in a fresh interpreter.
+    script = (
+        "import json, django; django.setup()\n"
+        "from tests.test_celery_config import longest_delays, our_tasks\n"
+        "from proj.celery import app\n"
+        "print(json.dumps({'visibility_timeout': app.conf.broker_transport_options['visibility_timeout'],\n"
+        "                  'delays': longest_delays(app.conf, our_tasks())}))\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("CELERY_", "ORDER_"))}
+    environment |= {"DJANGO_SETTINGS_MODULE": "proj.settings", "DJANGO_DEBUG": "true"}
+    output = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+    report = json.loads(output.strip().splitlines()[-1])
+
+    assert report["visibility_timeout"] == 600
+    assert report["delays"]["orders.process_order retry_backoff_max"] == 300
+    assert {source: delay for source, delay in report["delays"].items() if delay >= 600} == {}
+
+
+def test_the_stuck_order_threshold_waits_for_redelivery_first():
+    # Redis redelivers a dead worker's message after the visibility timeout; the reconciler comes after that.
+    assert settings.ORDER_STUCK_AFTER_SECONDS > settings.CELERY_VISIBILITY_TIMEOUT
+
+
+@pytest.mark.parametrize("name", ["orders.process_order", "notifications.send_notification", "analytics.track_events"])
+def test_pipeline_tasks_retry_transient_errors_with_backoff_and_jitter(name):
+    task = our_tasks()[name]
+
+    assert isinstance(task, ReliableTask)
+    assert task.retry_backoff == 2
+    assert task.retry_jitter is True
+    assert task.max_retries == 8

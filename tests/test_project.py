@@ -1,0 +1,84 @@
+"""The ways the service is started (docker-compose.yml, Procfile) name entry points that exist."""
+
+import importlib
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from celery.bin.celery import celery as celery_cli
+from django.core.management import call_command, get_commands
+from django.core.management.base import CommandError
+
+from orders.models import Product
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def check_entry_point(command: list[str]) -> None:
+    """Fail unless `command` starts one of our real entry points."""
+    if command[:2] == ["sh", "-c"]:
+        for part in command[2].split("&&"):
+            check_entry_point(shlex.split(part))
+        return
+    program, *arguments = command
+    if program == "celery":
+        assert arguments[:2] == ["-A", "proj"], command
+        app = importlib.import_module(arguments[1]).celery_app
+        assert app.main == "proj"
+        assert arguments[2] in celery_cli.commands, command
+    elif program == "gunicorn":
+        module, _, attribute = arguments[0].partition(":")
+        assert callable(getattr(importlib.import_module(module), attribute or "application")), command
+    elif program == "python":
+        assert arguments[0] == "manage.py", command
+        assert arguments[1] in get_commands(), command
+    else:
+        pytest.fail(f"Unknown program in {command}")
+
+
+def test_every_compose_service_parses_and_runs_a_real_entry_point():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+    services = compose["services"]
+    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"}
+    for name in ("migrate", "web", "worker", "beat", "flower"):
+        assert services[name]["build"] == "."
+        check_entry_point(services[name]["command"])
+    assert "--appendonly" in services["redis"]["command"]
+    assert services["redis"]["command"][services["redis"]["command"].index("--maxmemory-policy") + 1] == "noeviction"
+    assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
+    worker_queues = services["worker"]["command"][services["worker"]["command"].index("--queues") + 1]
+    assert set(worker_queues.split(",")) == {"orders", "notifications", "analytics", "maintenance"}
+
+
+def test_the_procfile_runs_web_worker_beat_and_flower():
+    processes = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line)
+
+    assert set(processes) == {"web", "worker", "beat", "flower"}
+    for command in processes.values():
+        check_entry_point([word for word in shlex.split(command) if not word.startswith("0.0.0.0:")])
+
+
+@pytest.mark.django_db
+def test_seeding_the_catalog_twice_keeps_stock():
+    call_command("seed_catalog")
+    Product.objects.filter(sku="MUG-001").update(stock=3)
+
+    call_command("seed_catalog")
+
+    assert Product.objects.count() == 6
+    assert Product.objects.get(sku="MUG-001").stock == 3
+
+
+@pytest.mark.django_db
+def test_check_services_names_the_unreachable_one(settings, capsys):
+    call_command("check_services")
+    assert "PostgreSQL and Redis are reachable." in capsys.readouterr().out
+
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:9/0"
+    with pytest.raises(CommandError) as raised:
+        call_command("check_services")
+
+    assert str(raised.value).startswith("Redis is not reachable:")
+    assert "Start it: redis-server" in str(raised.value)
