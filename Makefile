@@ -1,0 +1,19 @@
+# Everyday verbs. Each one is a line a newcomer can read; the scripts in bin/ say what they do.
+.PHONY: run test lint format check
+
+run:      ## set up (venv, dependencies, database, demo catalog) and run web + worker + beat + Flower
+	bin/run
+
+test:     ## run the test suite against the real PostgreSQL, Redis and Celery workers
+	bin/test
+
+lint:     ## ruff lint and format check, Django system checks, migrations up to date
+	bin/bootstrap requirements-dev.txt
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	DJANGO_DEBUG=true .venv/bin/python manage.py check
+	DJANGO_DEBUG=true .venv/bin/python manage.py makemigrations --check --dry-run
+
+format:   ## apply ruff's fixes and formatting
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
