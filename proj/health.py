@@ -1,0 +1,57 @@
+"""Can this process reach what it depends on? Used by the run script now and by the readiness probe."""
+
+import psycopg2
+import redis
+from django.conf import settings
+from django.db import connections
+
+
+def database_problem() -> str | None:
+    """None when the database answers, else what is wrong."""
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as error:  # noqa: BLE001 - any failure means "not reachable", and says why
+        return str(error).strip()
+    return None
+
+
+def redis_problem(url: str | None = None) -> str | None:
+    """None when Redis answers PING, else what is wrong."""
+    try:
+        redis.Redis.from_url(url or settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2).ping()
+    except redis.RedisError as error:
+        return str(error)
+    return None
+
+
+def create_database_if_missing() -> bool:
+    """Create the configured database when the server is up but the database is not there; True if created."""
+    database = settings.DATABASES["default"]
+    try:
+        psycopg2.connect(
+            dbname=database["NAME"],
+            user=database["USER"],
+            password=database["PASSWORD"],
+            host=database["HOST"],
+            port=database["PORT"],
+            connect_timeout=3,
+        ).close()
+    except psycopg2.OperationalError as error:
+        if "does not exist" not in str(error):
+            raise
+    else:
+        return False
+    server = psycopg2.connect(
+        dbname="postgres",
+        user=database["USER"],
+        password=database["PASSWORD"],
+        host=database["HOST"],
+        port=database["PORT"],
+        connect_timeout=3,
+    )
+    server.autocommit = True
+    with server.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{database["NAME"]}"')
+    server.close()
+    return True
