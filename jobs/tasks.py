@@ -4,8 +4,8 @@ from jobs import services
 
 
 # Not a ReliableTask: no retries and no dead letters, because the next beat tick is the retry.
-# The returned counts appear in the worker log; storing them as results would only fill the results table.
-@shared_task(name="jobs.relay_outbox", ignore_result=True)
+# The returned counts appear in the worker log.
+@shared_task(name="jobs.relay_outbox")
 def relay_outbox_task() -> dict:
     report = services.relay_outbox()
     return {"tasks_sent": report.tasks_sent, "events_sent": report.events_sent, "failed": report.failed}

@@ -30,6 +30,6 @@ def process_order_task(self, order_id: str) -> str | None:
 
 
 # Runs on the maintenance queue (proj/routing.py), so a backlog of orders cannot delay it.
-@shared_task(name="orders.reconcile_stuck_orders", ignore_result=True)
+@shared_task(name="orders.reconcile_stuck_orders")
 def reconcile_stuck_orders_task() -> int:
     return services.reconcile_stuck_orders()

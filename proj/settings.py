@@ -186,6 +186,10 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 # Results live in PostgreSQL (django-celery-results), so they survive a Redis restart and show in the admin.
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "django-db")
+# Nobody waits on our tasks' return values (an order's status is its result), and storing one costs a database
+# round trip or three per task. Failures are still stored, with their traceback, for ops.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED = True
 # Stores task name, args, kwargs and worker with each result: ops can see what ran where.
 CELERY_RESULT_EXTENDED = True
 # A database blip while storing a result retries instead of failing an otherwise finished task.

@@ -13,6 +13,7 @@ from django.core import mail
 from django_celery_results.models import TaskResult
 
 from analytics.models import Event
+from analytics.tasks import track_events_task
 from jobs.models import DeadLetter, OutboxMessage
 from jobs.services import relay_outbox
 from notifications.models import Notification
@@ -132,19 +133,26 @@ def test_an_order_whose_publish_died_with_its_process_is_delivered_by_the_relay(
     assert order.status == Status.COMPLETED
 
 
-def test_results_are_stored_in_postgresql_through_django_celery_results(celery_worker):
+def test_failures_are_stored_in_postgresql_through_django_celery_results(celery_worker):
+    # Successful results are not stored (CELERY_TASK_IGNORE_RESULT); errors are, with the task's arguments.
     ProductFactory(sku="MUG-001", stock=10)
-    order = place_order(email="ada@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token="tok_visa")
-    task_id = str(OutboxMessage.objects.get(name="orders.process_order").id)
+    place_order(email="ada@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token="tok_visa")
+    succeeded_id = str(OutboxMessage.objects.get(name="orders.process_order").id)
+    malformed = [{"event_id": "not-a-uuid"}]
 
-    assert AsyncResult(task_id).get(timeout=60) == "completed"
+    failed = track_events_task.delay(events=malformed)
 
-    stored = TaskResult.objects.get(task_id=task_id)
-    assert (stored.status, stored.task_name, stored.result) == ("SUCCESS", "orders.process_order", '"completed"')
+    wait_for(lambda: AsyncResult(failed.id).state == "FAILURE", timeout=60, message="the failure to be stored")
+    assert isinstance(AsyncResult(failed.id).result, KeyError)
+    stored = TaskResult.objects.get(task_id=failed.id)
+    assert (stored.status, stored.task_name) == ("FAILURE", "analytics.track_events")
     # result_extended: the name, arguments and worker are stored with the result (kwargs as Celery's repr, in JSON)
-    assert json.loads(stored.task_kwargs) == repr({"order_id": str(order.id)})
+    assert json.loads(stored.task_kwargs) == repr({"events": malformed})
+    assert "KeyError" in stored.traceback
     assert stored.worker
     assert stored.worker in celery_worker.hostname
+    wait_for(lambda: finished(1), timeout=60, message="the order to finish")
+    assert not TaskResult.objects.filter(task_id=succeeded_id).exists()
 
 
 def database_url() -> str:
