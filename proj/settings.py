@@ -260,4 +260,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 300},
     },
+    # Idempotency keys older than IDEMPOTENCY_KEY_TTL_SECONDS are deleted hourly: they outlive their TTL by at
+    # most an hour, and a key past its TTL is ignored (and replaced) even before it is pruned.
+    "prune-idempotency-keys": {
+        "task": "orders.prune_idempotency_keys",
+        "schedule": 60.0 * 60,
+        "options": {"expires": 300},
+    },
 }
+
+# --- Web: JSON API and storefront --------------------------------------------------------------------------------
+
+# A response stored for an Idempotency-Key is replayed to retries for this long, then pruned (as Stripe does).
+IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60)
