@@ -273,3 +273,14 @@ CELERY_BEAT_SCHEDULE = {
 
 # A response stored for an Idempotency-Key is replayed to retries for this long, then pruned (as Stripe does).
 IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60)
+# Rate limits per client (IP address), counted in Redis: scope -> (requests, window in seconds). `place_order`
+# counts orders placed through the API and the storefront together.
+RATE_LIMITS = {
+    "place_order": (env_int("ORDER_RATE_LIMIT", 20), env_int("ORDER_RATE_LIMIT_WINDOW_SECONDS", 60)),
+}
+RATE_LIMIT_REDIS_URL = os.environ.get("RATE_LIMIT_REDIS_URL", REDIS_URL)
+# The counters are namespaced by this prefix, so they can share a Redis database with the broker.
+RATE_LIMIT_KEY_PREFIX = os.environ.get("RATE_LIMIT_KEY_PREFIX", "ratelimit:")
+# How many reverse proxies in front of the app append to X-Forwarded-For; 0 trusts only the socket's address.
+# Set it to exactly the number of proxies: a larger number lets clients choose their own rate-limit identity.
+RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
