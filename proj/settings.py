@@ -55,6 +55,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_results",
     "django_celery_beat",
+    # django-ninja serves its API docs (Swagger UI) from its own static files when it is an installed app.
+    "ninja",
     "jobs",
     "orders",
     "notifications",
@@ -63,6 +65,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The JSON API's boundary: rejects what it cannot read (413, 415) and renders every error in one shape.
+    "proj.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -271,6 +275,8 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Web: JSON API and storefront --------------------------------------------------------------------------------
 
+# Larger request bodies are refused (413) before they are read; an order of ORDER_MAX_LINES lines is a few KiB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024)
 # A response stored for an Idempotency-Key is replayed to retries for this long, then pruned (as Stripe does).
 IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60)
 # Rate limits per client (IP address), counted in Redis: scope -> (requests, window in seconds). `place_order`
