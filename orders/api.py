@@ -8,6 +8,7 @@ id is what lets one see it.
 
 from uuid import UUID
 
+from django.conf import settings
 from ninja import Router, Status
 from ninja.decorators import decorate_view
 
@@ -28,7 +29,8 @@ IDEMPOTENCY_KEY_PARAMETER = {
     "required": False,
     "description": "A unique key per order, such as a UUID. Retrying with the same key and the same body returns "
     "the first response (`Idempotent-Replayed: true`) and places nothing; another body with the key gets 422, "
-    "a retry while the first request runs gets 409. Keys are kept 24 hours.",
+    f"a retry while the first request runs gets 409. Keys are kept {settings.IDEMPOTENCY_KEY_TTL_SECONDS // 3600} "
+    "hours.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
 }
 RETRY_AFTER_HEADER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
