@@ -110,3 +110,30 @@ class OrderEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order_id} -> {self.status}"
+
+
+class IdempotencyKey(models.Model):
+    """The response to a request that carried an `Idempotency-Key` header, replayed when the request is retried.
+
+    Written in the transaction that placed the order, so the order and its stored response commit together or not
+    at all. Only successful responses are stored: a request that failed created nothing and may be corrected and
+    retried under the same key.
+    """
+
+    # The client's key (a UUID, typically), unique across clients: the API has no accounts to scope it by.
+    key = models.CharField(max_length=255, unique=True)
+    # SHA-256 of the method, path and body: a retry must send the very same request, else it is refused with 422.
+    fingerprint = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    # The exact bytes sent the first time (as text): a replay is byte-for-byte the original response.
+    response_body = models.TextField()
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        indexes = [
+            # Pruning deletes the keys older than their time to live.
+            models.Index(fields=["created_at"], name="idempotency_key_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} -> {self.response_status}"

@@ -23,7 +23,7 @@ from jobs.services import emit_event, enqueue_on_commit
 from notifications.tasks import send_notification_task
 from orders import tasks  # a module, not its names: tasks.py imports this module too
 from orders.exceptions import OrderNotCancellable, OrderNotFound, OrderNotRetryable, UnknownProduct
-from orders.models import Order, OrderEvent, OrderItem, Product
+from orders.models import IdempotencyKey, Order, OrderEvent, OrderItem, Product
 from orders.payments import Charge, PaymentDeclined, get_gateway
 from proj.errors import InvalidInput
 
@@ -275,6 +275,13 @@ def reconcile_stuck_orders(*, stuck_after: timedelta | None = None, limit: int =
     for order_id in order_ids:
         enqueue_on_commit(tasks.process_order_task, order_id=str(order_id))
     return len(order_ids)
+
+
+def prune_idempotency_keys(*, older_than: timedelta | None = None) -> int:
+    """Delete the API's idempotency keys older than their time to live (24 hours); return how many."""
+    older_than = older_than or timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lte=timezone.now() - older_than).delete()
+    return deleted
 
 
 @transaction.atomic

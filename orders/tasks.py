@@ -33,3 +33,9 @@ def process_order_task(self, order_id: str) -> str | None:
 @shared_task(name="orders.reconcile_stuck_orders")
 def reconcile_stuck_orders_task() -> int:
     return services.reconcile_stuck_orders()
+
+
+# A housekeeping tick: the next one is the retry, so no retries, dead letters or stored results.
+@shared_task(name="orders.prune_idempotency_keys", ignore_result=True)
+def prune_idempotency_keys_task() -> int:
+    return services.prune_idempotency_keys()

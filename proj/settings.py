@@ -52,9 +52,13 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Before staticfiles: runserver leaves static files to WhiteNoise, as in production.
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_celery_results",
     "django_celery_beat",
+    # django-ninja serves its API docs (Swagger UI) from its own static files when it is an installed app.
+    "ninja",
     "jobs",
     "orders",
     "notifications",
@@ -63,6 +67,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from the app server (no CDN, no separate web server), before anything else runs.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # The JSON API's boundary: rejects what it cannot read (413, 415) and renders every error in one shape.
+    "proj.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -107,6 +115,19 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # In production WhiteNoise serves compressed files under content-hashed names, cacheable forever; they are
+    # made by `collectstatic`. In development the files are served as they are, with no build step.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# In development WhiteNoise serves the apps' static folders as they change; in production, STATIC_ROOT only.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Security (production values; `manage.py check --deploy` passes with DJANGO_DEBUG off) ---------------------
 
@@ -264,4 +285,29 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 300},
     },
+    # Idempotency keys older than IDEMPOTENCY_KEY_TTL_SECONDS are deleted hourly: they outlive their TTL by at
+    # most an hour, and a key past its TTL is ignored (and replaced) even before it is pruned.
+    "prune-idempotency-keys": {
+        "task": "orders.prune_idempotency_keys",
+        "schedule": 60.0 * 60,
+        "options": {"expires": 300},
+    },
 }
+
+# --- Web: JSON API and storefront --------------------------------------------------------------------------------
+
+# Larger request bodies are refused (413) before they are read; an order of ORDER_MAX_LINES lines is a few KiB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024)
+# A response stored for an Idempotency-Key is replayed to retries for this long, then pruned (as Stripe does).
+IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60)
+# Rate limits per client (IP address), counted in Redis: scope -> (requests, window in seconds). `place_order`
+# counts orders placed through the API and the storefront together.
+RATE_LIMITS = {
+    "place_order": (env_int("ORDER_RATE_LIMIT", 20), env_int("ORDER_RATE_LIMIT_WINDOW_SECONDS", 60)),
+}
+RATE_LIMIT_REDIS_URL = os.environ.get("RATE_LIMIT_REDIS_URL", REDIS_URL)
+# The counters are namespaced by this prefix, so they can share a Redis database with the broker.
+RATE_LIMIT_KEY_PREFIX = os.environ.get("RATE_LIMIT_KEY_PREFIX", "ratelimit:")
+# How many reverse proxies in front of the app append to X-Forwarded-For; 0 trusts only the socket's address.
+# Set it to exactly the number of proxies: a larger number lets clients choose their own rate-limit identity.
+RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)

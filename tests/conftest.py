@@ -1,4 +1,5 @@
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -39,6 +40,12 @@ def empty_queues() -> None:
         for queue in QUEUES:
             queue.bind(channel).purge()
         channel.client.delete("unacked", "unacked_index")
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits(settings) -> None:
+    """Rate-limit counters of this test only: earlier tests' requests do not count against it."""
+    settings.RATE_LIMIT_KEY_PREFIX = f"test-ratelimit:{uuid.uuid4().hex}:"
 
 
 def queue_length(name: str) -> int:

@@ -54,6 +54,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
         "jobs.relay_outbox",
         "notifications.send_notification",
         "orders.process_order",
+        "orders.prune_idempotency_keys",
         "orders.reconcile_stuck_orders",
     ]
     for name in tasks:
