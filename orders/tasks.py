@@ -35,7 +35,7 @@ def reconcile_stuck_orders_task() -> int:
     return services.reconcile_stuck_orders()
 
 
-# A housekeeping tick: the next one is the retry, so no retries, dead letters or stored results.
-@shared_task(name="orders.prune_idempotency_keys", ignore_result=True)
+# A housekeeping tick on the maintenance queue: the next one is the retry, so no retries or dead letters.
+@shared_task(name="orders.prune_idempotency_keys")
 def prune_idempotency_keys_task() -> int:
     return services.prune_idempotency_keys()

@@ -65,6 +65,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
     assert route_task("analytics.track_events", (), {}, {})["queue"] == "analytics"
     assert route_task("jobs.relay_outbox", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.reconcile_stuck_orders", (), {}, {})["queue"] == "maintenance"
+    assert route_task("orders.prune_idempotency_keys", (), {}, {})["queue"] == "maintenance"
 
 
 def longest_delays(conf, tasks) -> dict[str, float]:
