@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from proj import routing
@@ -77,7 +78,8 @@ WSGI_APPLICATION = "proj.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Cross-cutting pages (the ops page) live in proj/templates; apps keep theirs in <app>/templates.
+        "DIRS": [BASE_DIR / "proj" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -122,11 +124,22 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 # --- Logging -----------------------------------------------------------------------------------------------------
 
+# One JSON object per line in production (for the log collector), readable text in development. Inside a task,
+# every line carries task_id, task_name and order_id (proj/logging.py); workers use this too, not Celery's format.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text" if DEBUG else "json")
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"task_context": {"()": "proj.logging.TaskContextFilter"}},
+    "formatters": {
+        "text": {"()": "proj.logging.TextFormatter"},
+        "json": {"()": "proj.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["task_context"]},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 
@@ -260,4 +273,40 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"expires": 300},
     },
+    "prune-history": {
+        "task": "jobs.prune_history",
+        # Daily, at a quiet hour (UTC): deletes in batches, but there is no reason to compete with peak traffic.
+        "schedule": crontab(hour=3, minute=30),
+        "options": {"expires": 300},
+    },
 }
+
+# --- Operations: retention, worker probes and metrics, Flower (README "Operating it") ---------------------------
+
+# Task results, sent outbox rows and delivery counts older than this are deleted by `prune` (daily beat task).
+# django-celery-results' table otherwise grows by one row per task forever.
+PRUNE_RETENTION_DAYS = env_int("PRUNE_RETENTION_DAYS", 30)
+# What `prune` deletes: a label and the path of a function `(*, older_than: datetime) -> int` (rows deleted). The
+# hook through which each app prunes its own history: idempotency keys join as
+# "idempotency keys": "orders.services.prune_idempotency_keys".
+PRUNE_TARGETS = {
+    "task results": "jobs.services.prune_task_results",
+    "sent outbox messages": "jobs.services.prune_sent_outbox_messages",
+    "task deliveries": "jobs.services.prune_task_deliveries",
+}
+# Rows per DELETE statement: short transactions, so pruning never holds locks that orders wait for.
+PRUNE_BATCH_SIZE = env_int("PRUNE_BATCH_SIZE", 5000)
+
+# The worker's probe files (proj/probes.py); empty turns the probes off (tests, shells). In Kubernetes an emptyDir.
+WORKER_PROBE_DIR = os.environ.get("WORKER_PROBE_DIR", "")
+# How often the worker's event loop touches its heartbeat; the probe's --max-age (60 s) allows many misses.
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env_float("WORKER_HEARTBEAT_INTERVAL_SECONDS", 5.0)
+# Port on which each worker serves its task metrics (proj/metrics.py); 0 turns it off. 9808 is celery-exporter's.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+WORKER_METRICS_ADDRESS = os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0")  # noqa: S104 - scraped from the pod network
+# Where the worker's processes write their metrics (emptied at start); empty: a new temporary directory.
+WORKER_METRICS_DIR = os.environ.get("WORKER_METRICS_DIR", "")
+
+# Flower reads FLOWER_BASIC_AUTH (user:password[,user:password]) and FLOWER_URL_PREFIX itself; proj/flowerconfig.py
+# refuses to start it without credentials when DJANGO_DEBUG is off.
+FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "")
