@@ -203,6 +203,9 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "django-db")
 CELERY_RESULT_EXTENDED = True
 # A database blip while storing a result retries instead of failing an otherwise finished task.
 CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+# No expiry, so beat installs no `celery.backend_cleanup` of its own: `prune` (PRUNE_RETENTION_DAYS) is the one place
+# that decides how long results are kept.
+CELERY_RESULT_EXPIRES = None
 CELERY_RESULT_BACKEND_MAX_RETRIES = 10
 
 # JSON only: pickle would let anyone who can write to Redis run code in our workers.

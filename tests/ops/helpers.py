@@ -1,0 +1,60 @@
+"""Builders and readers shared by the ops tests."""
+
+import socket
+import subprocess
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from orders.models import Order, OrderEvent
+
+
+def make_order(*, status: str, region: str = "eu", seconds_to_final: float | None = None, **fields) -> Order:
+    """An order row in `status` with its timeline, placed an hour ago; final ones `seconds_to_final` later."""
+    placed_at = timezone.now() - timedelta(hours=1)
+    order = Order.objects.create(
+        email=fields.pop("email", "ada@example.com"),
+        region=region,
+        status=status,
+        total=fields.pop("total", Decimal("10.00")),
+        currency="EUR",
+        payment_token="tok_visa",  # noqa: S106 - the sandbox's public test token
+        **fields,
+    )
+    updated_at = placed_at + timedelta(seconds=seconds_to_final) if seconds_to_final is not None else placed_at
+    Order.objects.filter(pk=order.pk).update(created_at=placed_at, updated_at=updated_at)
+    OrderEvent.objects.create(order=order, status=Order.Status.PENDING)
+    if status != Order.Status.PENDING:
+        OrderEvent.objects.create(order=order, status=status, note=f"moved to {status}")
+    order.refresh_from_db()
+    return order
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted label pairs): value} of Prometheus text output."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def check_with_promtool(text: str) -> subprocess.CompletedProcess:
+    """`promtool check metrics` on `text` (Debian package `prometheus`, listed in .ci/apt-packages)."""
+    return subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def database_url() -> str:
+    database = settings.DATABASES["default"]
+    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
