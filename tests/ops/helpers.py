@@ -21,7 +21,7 @@ def make_order(*, status: str, region: str = "eu", seconds_to_final: float | Non
         status=status,
         total=fields.pop("total", Decimal("10.00")),
         currency="EUR",
-        payment_token="tok_visa",  # noqa: S106 - the sandbox's public test token
+        payment_token="tok_visa",
         **fields,
     )
     updated_at = placed_at + timedelta(seconds=seconds_to_final) if seconds_to_final is not None else placed_at
