@@ -264,23 +264,25 @@ CELERY_TIMEZONE = TIME_ZONE
 # Queues and the router live in proj/routing.py: one place decides where every task goes.
 CELERY_TASK_QUEUES = routing.QUEUES
 CELERY_TASK_ROUTES = (routing.route_task,)
+# Option `expire_seconds`, not Celery's `expires`: the DatabaseScheduler stores only the former (a PeriodicTask column)
+# and silently drops the latter, so ticks queued while no worker ran would never expire (tests/ops/test_beat.py).
 CELERY_BEAT_SCHEDULE = {
     "relay-outbox": {
         "task": "jobs.relay_outbox",
         "schedule": OUTBOX_RELAY_INTERVAL_SECONDS,
         # Ticks that could not run while workers were down are worthless later: the next tick does their work.
-        "options": {"expires": 60},
+        "options": {"expire_seconds": 60},
     },
     "reconcile-stuck-orders": {
         "task": "orders.reconcile_stuck_orders",
         "schedule": 60.0,
-        "options": {"expires": 300},
+        "options": {"expire_seconds": 300},
     },
     "prune-history": {
         "task": "jobs.prune_history",
         # Daily, at a quiet hour (UTC): deletes in batches, but there is no reason to compete with peak traffic.
         "schedule": crontab(hour=3, minute=30),
-        "options": {"expires": 300},
+        "options": {"expire_seconds": 300},
     },
 }
 

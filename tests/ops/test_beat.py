@@ -1,0 +1,29 @@
+"""Beat's schedule lives in the database (django-celery-beat), seeded from CELERY_BEAT_SCHEDULE."""
+
+import json
+
+import pytest
+from django_celery_beat.models import PeriodicTask
+from django_celery_beat.schedulers import DatabaseScheduler
+
+from proj.celery import app as celery_app
+
+# The scheduler closes database connections between ticks, as in beat: no test transaction can span it.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_database_scheduler_installs_relay_reconciliation_and_pruning():
+    assert not PeriodicTask.objects.exists()
+
+    DatabaseScheduler(app=celery_app)
+
+    tasks = {task.name: task for task in PeriodicTask.objects.select_related("interval", "crontab")}
+    assert sorted(tasks) == ["prune-history", "reconcile-stuck-orders", "relay-outbox"]
+    relay, reconcile, prune = tasks["relay-outbox"], tasks["reconcile-stuck-orders"], tasks["prune-history"]
+    assert (relay.task, relay.interval.every, relay.interval.period) == ("jobs.relay_outbox", 2, "seconds")
+    assert (reconcile.task, reconcile.interval.every) == ("orders.reconcile_stuck_orders", 60)
+    assert prune.task == "jobs.prune_history"
+    assert (prune.crontab.minute, prune.crontab.hour, prune.crontab.day_of_week) == ("30", "3", "*")
+    assert [json.loads(task.kwargs) for task in (relay, reconcile, prune)] == [{}, {}, {}]
+    assert (relay.expire_seconds, reconcile.expire_seconds, prune.expire_seconds) == (60, 300, 300)
+    assert all(task.enabled for task in tasks.values())
