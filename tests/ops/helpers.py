@@ -10,6 +10,8 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from orders.models import Order, OrderEvent
+from proj.celery import app as celery_app
+from proj.routing import QUEUES
 
 
 def make_order(*, status: str, region: str = "eu", seconds_to_final: float | None = None, **fields) -> Order:
@@ -58,3 +60,12 @@ def free_port() -> int:
 def database_url() -> str:
     database = settings.DATABASES["default"]
     return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+
+
+def purge_queues() -> None:
+    """What the autouse `empty_queues` fixture does, for a module-scoped worker that starts before it runs."""
+    with celery_app.connection_for_write() as broker:
+        channel = broker.default_channel
+        for queue in QUEUES:
+            queue.bind(channel).purge()
+        channel.client.delete("unacked", "unacked_index")

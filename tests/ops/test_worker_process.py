@@ -20,7 +20,7 @@ from orders.models import Order
 from orders.services import OrderLine, place_order
 from tests.factories import ProductFactory
 from tests.helpers import wait_for
-from tests.ops.helpers import check_with_promtool, database_url, free_port, parse_metrics
+from tests.ops.helpers import check_with_promtool, database_url, free_port, parse_metrics, purge_queues
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -102,6 +102,8 @@ def probe(check: str, worker: WorkerProcess, *extra: str) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def worker(django_db_setup, tmp_path_factory) -> Iterator[WorkerProcess]:
+    # Messages an earlier test left would reach this worker first and add to the counts the tests assert.
+    purge_queues()
     worker = start_worker(tmp_path_factory.mktemp("worker"), PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS="1")
     try:
         wait_for(
