@@ -104,7 +104,9 @@ class PipelineCollector(Collector):
 
         if snapshot.queue_lengths is not None:
             queues = GaugeMetricFamily(
-                "celery_queue_length", "The number of message in broker queue.", labels=["queue_name"]
+                "celery_queue_length",
+                "Messages waiting in the broker queue, priority sub-queues included.",
+                labels=["queue_name"],
             )
             for queue, length in snapshot.queue_lengths.items():
                 queues.add_metric([queue], length)
@@ -170,31 +172,31 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 class TaskMetrics:
     """Task counters and runtime, recorded by worker signal handlers in whichever process runs the task.
 
-    Names, help texts and labels are celery-exporter's (it derives them from events; we record them where the
-    task runs, so none is lost when an event is).
+    Names and labels are celery-exporter's (it derives them from events; we record them where the task runs, so
+    none is lost when an event is).
     """
 
     def __init__(self) -> None:
         labels = ["name", "hostname", "queue_name"]
         # Not registered in a registry: in multiprocess mode the values live in files the main process collects.
         self.started = Counter(
-            "celery_task_started", "Sent just before the worker executes the task.", labels, registry=None
+            "celery_task_started", "Task runs started by this worker's processes.", labels, registry=None
         )
         self.succeeded = Counter(
-            "celery_task_succeeded", "Sent if the task executed successfully.", labels, registry=None
+            "celery_task_succeeded", "Task runs that returned without an error.", labels, registry=None
         )
         self.failed = Counter(
             "celery_task_failed",
-            "Sent if the execution of the task failed.",
+            "Task runs that raised an error and will not be retried.",
             ["name", "hostname", "exception", "queue_name"],
             registry=None,
         )
         self.retried = Counter(
-            "celery_task_retried", "Sent if the task failed, but will be retried in the future.", labels, registry=None
+            "celery_task_retried", "Task runs that failed and scheduled a retry.", labels, registry=None
         )
         self.runtime = Histogram(
             "celery_task_runtime",
-            "Histogram of task runtime measurements.",
+            "Seconds each successful task run took.",
             labels,
             buckets=TASK_RUNTIME_BUCKETS,
             registry=None,

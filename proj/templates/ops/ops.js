@@ -26,11 +26,13 @@
     return node;
   }
 
+  // The top of the y axis: four gridline steps of a round size (1, 2, 3, 4, 5, 6 or 8 times a power of ten).
   function niceMaximum(value) {
-    if (value <= 0) return 1;
-    const magnitude = Math.pow(10, Math.floor(Math.log10(value)));
-    for (const step of [1, 2, 2.5, 5, 10]) if (value <= step * magnitude) return step * magnitude;
-    return 10 * magnitude;
+    if (value <= 0) return 4;
+    const rawStep = value / 4;
+    const magnitude = Math.pow(10, Math.floor(Math.log10(rawStep)));
+    for (const step of [1, 2, 3, 4, 5, 6, 8, 10]) if (rawStep <= step * magnitude) return 4 * step * magnitude;
+    return 40 * magnitude;
   }
 
   function formatNumber(value) {
