@@ -27,8 +27,8 @@ def get_queue_lengths(*, queue_names: tuple[str, ...] = QUEUE_NAMES) -> dict[str
     Messages a worker has taken but not acknowledged are not waiting, so they are not counted (as in Redis itself).
     """
     with current_app.pool.acquire(block=True, timeout=BROKER_READ_TIMEOUT_SECONDS) as connection:
-        # One attempt: a scrape reports the broker down rather than retrying for the connection's whole timeout.
-        connection.ensure_connection(max_retries=1)
+        # No retry: a scrape reports the broker down at once rather than retrying for the connection's timeout.
+        connection.ensure_connection(max_retries=0)
         channel = connection.default_channel
         keys = {
             queue: [channel._q_for_pri(queue, priority) for priority in channel.priority_steps] for queue in queue_names
