@@ -2,6 +2,8 @@
 
 import socket
 import subprocess
+import threading
+from contextlib import suppress
 from datetime import timedelta
 from decimal import Decimal
 
@@ -69,3 +71,51 @@ def purge_queues() -> None:
         for queue in QUEUES:
             queue.bind(channel).purge()
         channel.client.delete("unacked", "unacked_index")
+
+
+class TcpProxy:
+    """A local port forwarded to another: `cut()` drops every connection and refuses new ones, `restore()` heals.
+
+    Lets a test take the broker away from one worker, as a network failure would, without touching the shared Redis.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def restore(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for connection in self._connections:
+                with suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+            self._connections.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _address = listener.accept()
+            except OSError:
+                return  # cut
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._connections |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, destination: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                destination.sendall(data)
+        with suppress(OSError):
+            destination.shutdown(socket.SHUT_WR)

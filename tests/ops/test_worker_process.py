@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -20,7 +21,14 @@ from orders.models import Order
 from orders.services import OrderLine, place_order
 from tests.factories import ProductFactory
 from tests.helpers import wait_for
-from tests.ops.helpers import check_with_promtool, database_url, free_port, parse_metrics, purge_queues
+from tests.ops.helpers import (
+    TcpProxy,
+    check_with_promtool,
+    database_url,
+    free_port,
+    parse_metrics,
+    purge_queues,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -341,3 +349,33 @@ def test_liveness_holds_while_the_broker_is_unreachable(tmp_path, django_db_setu
         # Its shutdown is not what this test is about, and would wait for the next connection attempt.
         worker.process.kill()
         worker.process.wait(timeout=30)
+
+
+def test_a_lost_broker_withdraws_readiness_but_not_liveness(tmp_path, django_db_setup, settings):
+    broker = urlsplit(settings.CELERY_BROKER_URL)
+    proxy = TcpProxy((broker.hostname, broker.port))
+    proxy.restore()
+    worker = start_worker(
+        tmp_path / "lost-broker", REDIS_URL=broker._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+    )
+    try:
+        wait_for(lambda: probe("readiness", worker).returncode == 0, timeout=60, message="the worker to be ready")
+
+        proxy.cut()
+        wait_for(
+            lambda: (worker.probe_dir / "connecting").exists(), timeout=30, message="the worker to notice the loss"
+        )
+        liveness, readiness = probe("liveness", worker, "--max-age", "1"), probe("readiness", worker)
+        proxy.restore()
+        wait_for(lambda: probe("readiness", worker).returncode == 0, timeout=60, message="the worker to reconnect")
+
+        assert liveness.returncode == 0
+        assert (readiness.returncode, readiness.stdout) == (
+            1,
+            "not ready: the worker lost the broker and is reconnecting\n",
+        )
+        assert not (worker.probe_dir / "connecting").exists()
+    finally:
+        worker.process.kill()
+        worker.process.wait(timeout=30)
+        proxy.cut()
