@@ -18,7 +18,6 @@ The ops page (`/ops/`) draws from `read_pipeline_snapshot` as well, so it shows 
 
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -234,15 +233,16 @@ def _task_labels(task) -> dict[str, str]:
 
 
 def prepare_multiprocess_directory(directory: str) -> Path:
-    """Empty (or create) the directory where worker processes write their metrics, and point prometheus_client at it.
+    """Clear (or create) the directory where worker processes write their metrics, and point prometheus_client at it.
 
     Runs in the worker's main process before the pool forks: files of an earlier run would add stale counts, and
-    metrics created from now on, in this process and its children, write their values there.
+    metrics created from now on, in this process and its children, write their values there. Only
+    prometheus_client's own files (`*.db`) are removed, whatever else the directory holds.
     """
     path = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="worker-metrics-"))
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
     # prometheus_client picks its value class when first imported; choose the multiprocess one explicitly, so the
     # mode does not depend on whether something imported prometheus_client before this ran.
