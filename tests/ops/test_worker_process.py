@@ -112,7 +112,12 @@ def probe(check: str, worker: WorkerProcess, *extra: str) -> subprocess.Complete
 def worker(django_db_setup, tmp_path_factory) -> Iterator[WorkerProcess]:
     # Messages an earlier test left would reach this worker first and add to the counts the tests assert.
     purge_queues()
-    worker = start_worker(tmp_path_factory.mktemp("worker"), PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS="1")
+    directory = tmp_path_factory.mktemp("worker")
+    # What a previous run of the worker left: its metric files must go (they would add stale counts), nothing else.
+    (directory / "metrics").mkdir()
+    (directory / "metrics" / "counter_4242.db").write_bytes(b"left by an earlier run")
+    (directory / "metrics" / "notes.txt").write_text("not prometheus_client's")
+    worker = start_worker(directory, PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS="1")
     try:
         wait_for(
             lambda: (worker.probe_dir / "ready").exists() or worker.process.poll() is not None,
@@ -192,6 +197,9 @@ def test_task_metrics_of_every_worker_process_on_one_endpoint(worker):
     assert samples[("celery_task_started_total", notifications)] == 4
     assert samples[("celery_task_succeeded_total", notifications)] == 3
     assert samples[("celery_task_failed_total", failed)] == 1
+    metrics_files = {path.name for path in (worker.probe_dir.parent / "metrics").iterdir()}
+    assert "counter_4242.db" not in metrics_files
+    assert "notes.txt" in metrics_files
     result = check_with_promtool(requests.get(worker.metrics_url, timeout=10).text)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
