@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 
 from celery import Task, current_app
@@ -206,34 +206,34 @@ class PruneResult:
 
 
 def prune_history(
-    *, older_than: datetime, on_progress: Callable[[PruneResult], None] | None = None
+    *, older_than: timedelta, on_progress: Callable[[PruneResult], None] | None = None
 ) -> list[PruneResult]:
-    """Delete what every target of PRUNE_TARGETS keeps from before `older_than`; report each target as it is done."""
+    """Delete what every target of PRUNE_TARGETS keeps that is older than `older_than`; report each as it is done."""
     results = []
     for target, path in settings.PRUNE_TARGETS.items():
         started = time.monotonic()
         deleted = import_string(path)(older_than=older_than)
         result = PruneResult(target=target, deleted=deleted, seconds=time.monotonic() - started)
-        logger.info("Pruned %d %s older than %s", deleted, target, older_than.isoformat())
+        logger.info("Pruned %d %s older than %s", deleted, target, older_than)
         if on_progress is not None:
             on_progress(result)
         results.append(result)
     return results
 
 
-def prune_task_results(*, older_than: datetime) -> int:
-    """Results stored by django-celery-results for tasks finished before `older_than`."""
-    return _delete_in_batches(TaskResult.objects.filter(date_done__lt=older_than))
+def prune_task_results(*, older_than: timedelta) -> int:
+    """Results stored by django-celery-results for tasks finished longer ago than `older_than`."""
+    return _delete_in_batches(TaskResult.objects.filter(date_done__lt=timezone.now() - older_than))
 
 
-def prune_sent_outbox_messages(*, older_than: datetime) -> int:
-    """Outbox rows published before `older_than`. Unsent rows are never pruned: they are work still to do."""
-    return _delete_in_batches(OutboxMessage.objects.filter(sent_at__lt=older_than))
+def prune_sent_outbox_messages(*, older_than: timedelta) -> int:
+    """Outbox rows published longer ago than `older_than`. Unsent rows are never pruned: they are work to do."""
+    return _delete_in_batches(OutboxMessage.objects.filter(sent_at__lt=timezone.now() - older_than))
 
 
-def prune_task_deliveries(*, older_than: datetime) -> int:
-    """Redelivery counts last updated before `older_than`: their messages are long acknowledged or dead-lettered."""
-    return _delete_in_batches(TaskDelivery.objects.filter(last_delivered_at__lt=older_than))
+def prune_task_deliveries(*, older_than: timedelta) -> int:
+    """Redelivery counts untouched for `older_than`: their messages are long acknowledged or dead-lettered."""
+    return _delete_in_batches(TaskDelivery.objects.filter(last_delivered_at__lt=timezone.now() - older_than))
 
 
 def _delete_in_batches(rows: QuerySet[Model]) -> int:

@@ -2,7 +2,6 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.utils import timezone
 
 from jobs import services
 
@@ -16,7 +15,7 @@ def relay_outbox_task() -> dict:
 
 
 # Beat runs it daily. Not a ReliableTask: a failed run is simply done again by the next one.
-@shared_task(name="jobs.prune_history", ignore_result=True)
+@shared_task(name="jobs.prune_history")
 def prune_history_task() -> dict:
-    older_than = timezone.now() - timedelta(days=settings.PRUNE_RETENTION_DAYS)
+    older_than = timedelta(days=settings.PRUNE_RETENTION_DAYS)
     return {result.target: result.deleted for result in services.prune_history(older_than=older_than)}

@@ -291,7 +291,7 @@ CELERY_BEAT_SCHEDULE = {
 # Task results, sent outbox rows and delivery counts older than this are deleted by `prune` (daily beat task).
 # django-celery-results' table otherwise grows by one row per task forever.
 PRUNE_RETENTION_DAYS = env_int("PRUNE_RETENTION_DAYS", 30)
-# What `prune` deletes: a label and the path of a function `(*, older_than: datetime) -> int` (rows deleted). The
+# What `prune` deletes: a label and the path of a function `(*, older_than: timedelta) -> int` (rows deleted). The
 # hook through which each app prunes its own history: idempotency keys join as
 # "idempotency keys": "orders.services.prune_idempotency_keys".
 PRUNE_TARGETS = {

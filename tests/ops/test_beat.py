@@ -1,11 +1,15 @@
 """Beat's schedule lives in the database (django-celery-beat), seeded from CELERY_BEAT_SCHEDULE."""
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
+from django_celery_results.models import TaskResult
 
+from jobs.tasks import prune_history_task
 from proj.celery import app as celery_app
 
 # The scheduler closes database connections between ticks, as in beat: no test transaction can span it.
@@ -27,3 +31,16 @@ def test_the_database_scheduler_installs_relay_reconciliation_and_pruning():
     assert [json.loads(task.kwargs) for task in (relay, reconcile, prune)] == [{}, {}, {}]
     assert (relay.expire_seconds, reconcile.expire_seconds, prune.expire_seconds) == (60, 300, 300)
     assert all(task.enabled for task in tasks.values())
+
+
+def test_the_daily_prune_task_keeps_the_configured_retention(settings):
+    settings.PRUNE_RETENTION_DAYS = 7
+    TaskResult.objects.create(task_id="old", status="FAILURE")
+    TaskResult.objects.create(task_id="recent", status="FAILURE")
+    TaskResult.objects.filter(task_id="old").update(date_done=timezone.now() - timedelta(days=8))
+    TaskResult.objects.filter(task_id="recent").update(date_done=timezone.now() - timedelta(days=6))
+
+    report = prune_history_task()
+
+    assert report == {"task results": 1, "sent outbox messages": 0, "task deliveries": 0}
+    assert list(TaskResult.objects.values_list("task_id", flat=True)) == ["recent"]

@@ -147,7 +147,7 @@ def test_prune_deletes_history_older_than_the_retention_in_batches(settings):
     stdout, _ = run("prune", "--days", "30")
 
     lines = stdout.splitlines()
-    assert lines[0].startswith("Pruning history older than ")
+    assert lines[0].startswith("Pruning history older than 30 days (before ")
     assert [line.split(" in ")[0] for line in lines[1:4]] == [
         "  task results: 5 deleted",
         "  sent outbox messages: 1 deleted",

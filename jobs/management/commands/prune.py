@@ -24,8 +24,9 @@ class Command(BaseCommand):
     def handle(self, *args, days: int, **options) -> None:
         if days < 1:
             raise CommandError("--days must be at least 1: pruning today's history would delete work in progress.")
-        older_than = timezone.now() - timedelta(days=days)
-        self.stdout.write(f"Pruning history older than {older_than:%Y-%m-%d %H:%M} UTC ({days} days)...")
+        older_than = timedelta(days=days)
+        cutoff = timezone.now() - older_than
+        self.stdout.write(f"Pruning history older than {days} days (before {cutoff:%Y-%m-%d %H:%M} UTC)...")
 
         def report(result: services.PruneResult) -> None:
             self.stdout.write(f"  {result.target}: {result.deleted} deleted in {result.seconds:.1f} s")
