@@ -1,5 +1,5 @@
 # Everyday verbs. Each one is a line a newcomer can read; the scripts in bin/ say what they do.
-.PHONY: run test lint format check
+.PHONY: run test lint format check stats screenshots
 
 run:      ## set up (venv, dependencies, database, demo catalog) and run web + worker + beat + Flower
 	bin/run
@@ -17,3 +17,10 @@ lint:     ## ruff lint and format check, Django system checks, migrations up to 
 format:   ## apply ruff's fixes and formatting
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
+
+stats:    ## how much work waits: queue lengths, outbox backlog, dead letters, workers online
+	.venv/bin/python manage.py queue_stats
+
+screenshots: ## regenerate the README's pictures of Flower and /ops/ from a real run (needs Debian's chromium)
+	bin/bootstrap requirements-docs.txt
+	.venv/bin/python scripts/screenshots.py

@@ -20,15 +20,19 @@ SANDBOX_URL = "redis://127.0.0.1:6379/12"
 
 def bench_environment(**overrides: str) -> dict[str, str]:
     """Environment variables for every process of a run: the service's production settings on bench storage."""
-    return os.environ | {
-        "DJANGO_SETTINGS_MODULE": "proj.settings",
-        "DJANGO_DEBUG": "true",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DATABASE}",
-        "REDIS_URL": BROKER_URL,
-        "PAYMENT_SANDBOX_REDIS_URL": SANDBOX_URL,
-        "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-        "LOG_LEVEL": "WARNING",
-    } | overrides
+    return (
+        os.environ
+        | {
+            "DJANGO_SETTINGS_MODULE": "proj.settings",
+            "DJANGO_DEBUG": "true",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{BENCH_DATABASE}",
+            "REDIS_URL": BROKER_URL,
+            "PAYMENT_SANDBOX_REDIS_URL": SANDBOX_URL,
+            "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
+            "LOG_LEVEL": "WARNING",
+        }
+        | overrides
+    )
 
 
 def manage(*arguments: str, environment: dict[str, str]) -> str:
@@ -62,9 +66,26 @@ def database():
 @contextmanager
 def celery_worker(environment: dict[str, str], *, concurrency: int, pool: str = "prefork", log_path: Path):
     """A real worker process consuming every queue; yields (process, seconds until it reported ready)."""
-    command = [PYTHON, "-m", "celery", "-A", "proj", "worker", "--pool", pool, "--concurrency", str(concurrency),
-               "--queues", "orders,notifications,analytics,maintenance", "--loglevel", "INFO",
-               "--without-gossip", "--without-mingle", "--hostname", f"bench-{os.getpid()}@%h"]
+    command = [
+        PYTHON,
+        "-m",
+        "celery",
+        "-A",
+        "proj",
+        "worker",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        "orders,notifications,analytics,maintenance",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--hostname",
+        f"bench-{os.getpid()}@%h",
+    ]
     started = time.monotonic()
     with log_path.open("w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)

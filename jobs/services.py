@@ -7,6 +7,8 @@ therefore be published twice, which is harmless because every task is idempotent
 """
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -14,9 +16,11 @@ from functools import partial
 from celery import Task, current_app
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Model, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
+from django.utils.module_loading import import_string
+from django_celery_results.models import TaskResult
 
 from jobs.exceptions import DeadLetterAlreadyReplayed, DeadLetterNotFound
 from jobs.models import DeadLetter, OutboxMessage, TaskDelivery
@@ -179,3 +183,65 @@ def count_redelivery(*, task_id: str, task_name: str) -> int:
             [task_id, task_name],
         )
         return cursor.fetchone()[0]
+
+
+@transaction.atomic
+def discard_dead_letter(*, dead_letter_id: int) -> None:
+    """Delete a dead letter ops decided not to replay (the task's failure stays recorded in its domain)."""
+    dead_letter = DeadLetter.objects.select_for_update().filter(pk=dead_letter_id).first()
+    if dead_letter is None:
+        raise DeadLetterNotFound(f"Dead letter {dead_letter_id} does not exist.")
+    logger.info("Discarding dead letter %s %s: %s", dead_letter.task_name, dead_letter.task_id, dead_letter.reason)
+    dead_letter.delete()
+
+
+# --- Pruning history ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    target: str
+    deleted: int
+    seconds: float
+
+
+def prune_history(
+    *, older_than: timedelta, on_progress: Callable[[PruneResult], None] | None = None
+) -> list[PruneResult]:
+    """Delete what every target of PRUNE_TARGETS keeps that is older than `older_than`; report each as it is done."""
+    results = []
+    for target, path in settings.PRUNE_TARGETS.items():
+        started = time.monotonic()
+        deleted = import_string(path)(older_than=older_than)
+        result = PruneResult(target=target, deleted=deleted, seconds=time.monotonic() - started)
+        logger.info("Pruned %d %s older than %s", deleted, target, older_than)
+        if on_progress is not None:
+            on_progress(result)
+        results.append(result)
+    return results
+
+
+def prune_task_results(*, older_than: timedelta) -> int:
+    """Results stored by django-celery-results for tasks finished longer ago than `older_than`."""
+    return _delete_in_batches(TaskResult.objects.filter(date_done__lt=timezone.now() - older_than))
+
+
+def prune_sent_outbox_messages(*, older_than: timedelta) -> int:
+    """Outbox rows published longer ago than `older_than`. Unsent rows are never pruned: they are work to do."""
+    return _delete_in_batches(OutboxMessage.objects.filter(sent_at__lt=timezone.now() - older_than))
+
+
+def prune_task_deliveries(*, older_than: timedelta) -> int:
+    """Redelivery counts untouched for `older_than`: their messages are long acknowledged or dead-lettered."""
+    return _delete_in_batches(TaskDelivery.objects.filter(last_delivered_at__lt=timezone.now() - older_than))
+
+
+def _delete_in_batches(rows: QuerySet[Model]) -> int:
+    # One short transaction per batch: a large backlog never holds locks (or a long transaction) that orders wait for.
+    deleted = 0
+    while True:
+        batch = list(rows.values_list("pk", flat=True)[: settings.PRUNE_BATCH_SIZE])
+        if not batch:
+            return deleted
+        count, _ = rows.model.objects.filter(pk__in=batch).delete()
+        deleted += count

@@ -1,4 +1,7 @@
+from datetime import timedelta
+
 from celery import shared_task
+from django.conf import settings
 
 from jobs import services
 
@@ -9,3 +12,10 @@ from jobs import services
 def relay_outbox_task() -> dict:
     report = services.relay_outbox()
     return {"tasks_sent": report.tasks_sent, "events_sent": report.events_sent, "failed": report.failed}
+
+
+# Beat runs it daily. Not a ReliableTask: a failed run is simply done again by the next one.
+@shared_task(name="jobs.prune_history")
+def prune_history_task() -> dict:
+    older_than = timedelta(days=settings.PRUNE_RETENTION_DAYS)
+    return {result.target: result.deleted for result in services.prune_history(older_than=older_than)}

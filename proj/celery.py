@@ -22,3 +22,10 @@ def _drop_unusable_database_connections(**kwargs) -> None:
 
     for connection in connections.all(initialized_only=True):
         connection.close_if_unusable_or_obsolete()
+
+
+# Probe files, the worker metrics endpoint and per-task log context (proj/worker.py). Imported last: it reads
+# Django settings lazily, when a worker starts.
+from proj import worker  # noqa: E402
+
+worker.install(app)

@@ -1,9 +1,14 @@
-"""Can this process reach what it depends on? Used by the run script now and by the readiness probe."""
+"""Can this process reach what it depends on? Used by the run script and by the web's readiness probe."""
 
 import psycopg2
 import redis
 from django.conf import settings
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+
+# Once every migration is applied it stays applied for the life of the process (code does not change under it),
+# so the readiness probe builds the migration graph once, not every few seconds.
+_migrations_applied = False
 
 
 def database_problem() -> str | None:
@@ -22,6 +27,23 @@ def redis_problem(url: str | None = None) -> str | None:
         redis.Redis.from_url(url or settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2).ping()
     except redis.RedisError as error:
         return str(error)
+    return None
+
+
+def migrations_problem() -> str | None:
+    """None when every migration is applied to the database, else which are not (or why that is unknown)."""
+    global _migrations_applied
+    if _migrations_applied:
+        return None
+    try:
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as error:  # noqa: BLE001 - any failure means "cannot tell", and says why
+        return str(error).strip()
+    if plan:
+        names = ", ".join(f"{migration.app_label}.{migration.name}" for migration, _backwards in plan)
+        return f"{len(plan)} migration(s) not applied: {names}"
+    _migrations_applied = True
     return None
 
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from proj import routing
@@ -85,7 +86,8 @@ WSGI_APPLICATION = "proj.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Cross-cutting pages (the ops page) live in proj/templates; apps keep theirs in <app>/templates.
+        "DIRS": [BASE_DIR / "proj" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -143,11 +145,22 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 # --- Logging -----------------------------------------------------------------------------------------------------
 
+# One JSON object per line in production (for the log collector), readable text in development. Inside a task,
+# every line carries task_id, task_name and order_id (proj/logging.py); workers use this too, not Celery's format.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text" if DEBUG else "json")
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"task_context": {"()": "proj.logging.TaskContextFilter"}},
+    "formatters": {
+        "text": {"()": "proj.logging.TextFormatter"},
+        "json": {"()": "proj.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["task_context"]},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 
@@ -215,6 +228,9 @@ CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED = True
 CELERY_RESULT_EXTENDED = True
 # A database blip while storing a result retries instead of failing an otherwise finished task.
 CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+# No expiry, so beat installs no `celery.backend_cleanup` of its own: `prune` (PRUNE_RETENTION_DAYS) is the one place
+# that decides how long results are kept.
+CELERY_RESULT_EXPIRES = None
 CELERY_RESULT_BACKEND_MAX_RETRIES = 10
 
 # JSON only: pickle would let anyone who can write to Redis run code in our workers.
@@ -273,24 +289,32 @@ CELERY_TIMEZONE = TIME_ZONE
 # Queues and the router live in proj/routing.py: one place decides where every task goes.
 CELERY_TASK_QUEUES = routing.QUEUES
 CELERY_TASK_ROUTES = (routing.route_task,)
+# Option `expire_seconds`, not Celery's `expires`: the DatabaseScheduler stores only the former (a PeriodicTask column)
+# and silently drops the latter, so ticks queued while no worker ran would never expire (tests/ops/test_beat.py).
 CELERY_BEAT_SCHEDULE = {
     "relay-outbox": {
         "task": "jobs.relay_outbox",
         "schedule": OUTBOX_RELAY_INTERVAL_SECONDS,
         # Ticks that could not run while workers were down are worthless later: the next tick does their work.
-        "options": {"expires": 60},
+        "options": {"expire_seconds": 60},
     },
     "reconcile-stuck-orders": {
         "task": "orders.reconcile_stuck_orders",
         "schedule": 60.0,
-        "options": {"expires": 300},
+        "options": {"expire_seconds": 300},
+    },
+    "prune-history": {
+        "task": "jobs.prune_history",
+        # Daily, at a quiet hour (UTC): deletes in batches, but there is no reason to compete with peak traffic.
+        "schedule": crontab(hour=3, minute=30),
+        "options": {"expire_seconds": 300},
     },
     # Idempotency keys older than IDEMPOTENCY_KEY_TTL_SECONDS are deleted hourly: they outlive their TTL by at
     # most an hour, and a key past its TTL is ignored (and replaced) even before it is pruned.
     "prune-idempotency-keys": {
         "task": "orders.prune_idempotency_keys",
         "schedule": 60.0 * 60,
-        "options": {"expires": 300},
+        "options": {"expire_seconds": 300},
     },
 }
 
@@ -311,3 +335,33 @@ RATE_LIMIT_KEY_PREFIX = os.environ.get("RATE_LIMIT_KEY_PREFIX", "ratelimit:")
 # How many reverse proxies in front of the app append to X-Forwarded-For; 0 trusts only the socket's address.
 # Set it to exactly the number of proxies: a larger number lets clients choose their own rate-limit identity.
 RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
+
+# --- Operations: retention, worker probes and metrics, Flower (README "Operating it") ---------------------------
+
+# Task results, sent outbox rows and delivery counts older than this are deleted by `prune` (daily beat task).
+# django-celery-results' table otherwise grows by one row per task forever.
+PRUNE_RETENTION_DAYS = env_int("PRUNE_RETENTION_DAYS", 30)
+# What `prune` deletes: a label and the path of a function `(*, older_than: timedelta) -> int` (rows deleted); each
+# app prunes its own history through it. Idempotency keys also expire hourly at their TTL (prune-idempotency-keys).
+PRUNE_TARGETS = {
+    "task results": "jobs.services.prune_task_results",
+    "sent outbox messages": "jobs.services.prune_sent_outbox_messages",
+    "task deliveries": "jobs.services.prune_task_deliveries",
+    "idempotency keys": "orders.services.prune_idempotency_keys",
+}
+# Rows per DELETE statement: short transactions, so pruning never holds locks that orders wait for.
+PRUNE_BATCH_SIZE = env_int("PRUNE_BATCH_SIZE", 5000)
+
+# The worker's probe files (proj/probes.py); empty turns the probes off (tests, shells). In Kubernetes an emptyDir.
+WORKER_PROBE_DIR = os.environ.get("WORKER_PROBE_DIR", "")
+# How often the worker's event loop touches its heartbeat; the probe's --max-age (60 s) allows many misses.
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env_float("WORKER_HEARTBEAT_INTERVAL_SECONDS", 5.0)
+# Port on which each worker serves its task metrics (proj/metrics.py); 0 turns it off. 9808 is celery-exporter's.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
+WORKER_METRICS_ADDRESS = os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0")  # noqa: S104 - scraped from the pod network
+# Where the worker's processes write their metrics (emptied at start); empty: a new temporary directory.
+WORKER_METRICS_DIR = os.environ.get("WORKER_METRICS_DIR", "")
+
+# Flower reads FLOWER_BASIC_AUTH (user:password[,user:password]) and FLOWER_URL_PREFIX itself; proj/flowerconfig.py
+# refuses to start it without credentials when DJANGO_DEBUG is off.
+FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "")

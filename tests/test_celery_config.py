@@ -51,6 +51,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
 
     assert sorted(tasks) == [
         "analytics.track_events",
+        "jobs.prune_history",
         "jobs.relay_outbox",
         "notifications.send_notification",
         "orders.process_order",
@@ -64,6 +65,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
     assert route_task("notifications.send_notification", (), {}, {})["queue"] == "notifications"
     assert route_task("analytics.track_events", (), {}, {})["queue"] == "analytics"
     assert route_task("jobs.relay_outbox", (), {}, {})["queue"] == "maintenance"
+    assert route_task("jobs.prune_history", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.reconcile_stuck_orders", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.prune_idempotency_keys", (), {}, {})["queue"] == "maintenance"
 
@@ -78,7 +80,7 @@ def longest_delays(conf, tasks) -> dict[str, float]:
             delays[f"{name} time_limit"] = task.time_limit
     delays["orders.process_order not-visible countdown"] = order_tasks.ORDER_NOT_VISIBLE_RETRY_SECONDS
     for entry, schedule in conf.beat_schedule.items():
-        delays[f"beat {entry} expires"] = schedule.get("options", {}).get("expires", 0)
+        delays[f"beat {entry} expires"] = schedule.get("options", {}).get("expire_seconds", 0)
     return delays
 
 

@@ -1,0 +1,78 @@
+"""Reads about the task pipeline: broker queues, the outbox and dead letters."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from celery import current_app
+from django.db.models import Count, Min, Q, QuerySet
+from django.utils import timezone
+
+from jobs.models import DeadLetter, OutboxMessage
+from proj.routing import QUEUE_NAMES
+
+# A scrape or an ops page must not hang on a broker that stopped answering; the caller reports the broker down.
+BROKER_READ_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class OutboxBacklog:
+    unsent: int
+    # Seconds since the oldest unsent row was committed; 0 when nothing waits.
+    oldest_age_seconds: float
+
+
+def get_queue_lengths(*, queue_names: tuple[str, ...] = QUEUE_NAMES) -> dict[str, int]:
+    """Messages waiting in each queue, counting the Redis transport's priority sub-queues (`orders\\x06\\x163`, ...).
+
+    Messages a worker has taken but not acknowledged are not waiting, so they are not counted (as in Redis itself).
+    """
+    with current_app.pool.acquire(block=True, timeout=BROKER_READ_TIMEOUT_SECONDS) as connection:
+        # No retry: a scrape reports the broker down at once rather than retrying for the connection's timeout.
+        connection.ensure_connection(max_retries=0)
+        channel = connection.default_channel
+        keys = {
+            queue: [channel._q_for_pri(queue, priority) for priority in channel.priority_steps] for queue in queue_names
+        }
+        with channel.client.pipeline(transaction=False) as pipeline:
+            for queue_keys in keys.values():
+                for key in queue_keys:
+                    pipeline.llen(key)
+            lengths = iter(pipeline.execute())
+    return {queue: sum(next(lengths) for _ in queue_keys) for queue, queue_keys in keys.items()}
+
+
+def get_outbox_backlog() -> dict[str, OutboxBacklog]:
+    """Unsent outbox rows and the age of the oldest one, per kind (`task`, `event`); every kind is present."""
+    rows = (
+        OutboxMessage.objects.filter(sent_at__isnull=True)
+        .values_list("kind")
+        .annotate(unsent=Count("pk"), oldest=Min("created_at"))
+        .order_by()
+    )
+    now = timezone.now()
+    backlog = {kind: OutboxBacklog(unsent=0, oldest_age_seconds=0.0) for kind in OutboxMessage.Kind.values}
+    for kind, unsent, oldest in rows:
+        backlog[kind] = OutboxBacklog(unsent=unsent, oldest_age_seconds=max((now - oldest).total_seconds(), 0.0))
+    return backlog
+
+
+def count_dead_letters() -> dict[str, int]:
+    """Dead letters waiting for ops (`pending`) and those replayed already (`replayed`)."""
+    pending = Q(replayed_at__isnull=True)
+    return DeadLetter.objects.aggregate(pending=Count("pk", filter=pending), replayed=Count("pk", filter=~pending))
+
+
+def list_pending_dead_letters(*, task_name: str | None = None, since: datetime | None = None) -> QuerySet[DeadLetter]:
+    """Dead letters not replayed yet, oldest first, optionally of one task or recorded since a moment."""
+    dead_letters = DeadLetter.objects.filter(replayed_at__isnull=True).order_by("created_at", "pk")
+    if task_name:
+        dead_letters = dead_letters.filter(task_name=task_name)
+    if since:
+        dead_letters = dead_letters.filter(created_at__gte=since)
+    return dead_letters
+
+
+def list_online_workers(*, timeout: float = 1.0) -> list[str]:
+    """Names of the workers that answer a broadcast ping within `timeout` seconds, sorted."""
+    replies = current_app.control.ping(timeout=timeout) or []
+    return sorted(name for reply in replies for name in reply)

@@ -1,0 +1,88 @@
+"""Cross-cutting HTTP endpoints: health probes for Kubernetes, and the staff-only ops page with its data."""
+
+from datetime import timedelta
+
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from orders import selectors as order_selectors
+from proj import health
+from proj.metrics import read_pipeline_snapshot
+
+# How much history the ops page's per-minute charts show.
+OPS_WINDOW_MINUTES = 30
+OPS_PERCENTILES = (0.5, 0.9, 0.99)
+
+
+@require_GET
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers. Nothing else is checked, so an outage elsewhere never restarts web pods."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness: the database and Redis answer and every migration is applied; 503 (and why) when not."""
+    problems = {
+        "database": health.database_problem(),
+        "redis": health.redis_problem(),
+    }
+    # Without a database there is no telling about migrations; say so once, under "database".
+    problems["migrations"] = health.migrations_problem() if problems["database"] is None else "database unreachable"
+    is_ready = not any(problems.values())
+    body = {
+        "status": "ready" if is_ready else "not ready",
+        "checks": {name: problem or "ok" for name, problem in problems.items()},
+    }
+    return JsonResponse(body, status=200 if is_ready else 503)
+
+
+@staff_member_required
+@require_GET
+def ops_page(request: HttpRequest) -> HttpResponse:
+    """The live ops page: charts drawn in the browser from `ops_data`, polled every few seconds."""
+    return render(request, "ops/index.html", {"window_minutes": OPS_WINDOW_MINUTES})
+
+
+@staff_member_required
+@require_GET
+@never_cache
+def ops_data(request: HttpRequest) -> JsonResponse:
+    """The ops page's numbers: the `/metrics` snapshot, plus per-minute history from the order timelines."""
+    now = timezone.now()
+    since = (now - timedelta(minutes=OPS_WINDOW_MINUTES)).replace(second=0, microsecond=0)
+    snapshot = read_pipeline_snapshot()
+    transitions = order_selectors.count_transitions_per_minute(since=since)
+    percentiles = order_selectors.get_latency_percentiles_per_minute(since=since, percentiles=OPS_PERCENTILES)
+    return JsonResponse(
+        {
+            "time": now.isoformat(),
+            "since": since.isoformat(),
+            "sources_up": snapshot.sources_up,
+            "queue_lengths": snapshot.queue_lengths,
+            "dead_letters": snapshot.dead_letters,
+            "orders_by_status": snapshot.orders_by_status,
+            "outbox": (
+                {
+                    kind: {"unsent": backlog.unsent, "oldest_age_seconds": backlog.oldest_age_seconds}
+                    for kind, backlog in snapshot.outbox.items()
+                }
+                if snapshot.outbox is not None
+                else None
+            ),
+            "orders_per_minute": [
+                {"minute": minute.isoformat(), "status": status, "count": count}
+                for minute, status, count in transitions
+            ],
+            "latency_percentiles": {
+                "percentiles": list(OPS_PERCENTILES),
+                "minutes": [{"minute": minute.isoformat(), "seconds": values} for minute, values in percentiles],
+            },
+        }
+    )

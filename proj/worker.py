@@ -1,0 +1,192 @@
+"""What our Celery workers add to Celery: probe files, a metrics endpoint, and log context around every task.
+
+`install(app)` (called by proj/celery.py) adds two worker bootsteps and connects the signal handlers. Both steps
+are off unless configured (WORKER_PROBE_DIR, WORKER_METRICS_PORT), so a worker started by a test or a shell
+session neither writes probe files nor binds a port.
+"""
+
+import logging
+import logging.config
+from typing import TYPE_CHECKING
+
+from celery import Celery, bootsteps, signals
+from django.conf import settings
+
+from proj.logging import bind_task_context, clear_task_context
+from proj.probes import ProbeFiles
+
+if TYPE_CHECKING:
+    from proj.metrics import TaskMetrics
+
+logger = logging.getLogger(__name__)
+
+# The probe files of this worker process, when probes are on (set by ProbeStep, read by the signal handlers).
+_probe_files: ProbeFiles | None = None
+# Task metrics of this worker, when its metrics endpoint is on; prefork children inherit it.
+_task_metrics: "TaskMetrics | None" = None
+
+
+class ProbeStep(bootsteps.StartStopStep):
+    """Keeps the heartbeat file fresh from the worker's event loop.
+
+    The timer is the one the event loop (kombu's hub) fires, so the heartbeat stops when the loop stops turning.
+    Starts before the consumer step, which blocks while it consumes.
+    """
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker, **kwargs) -> None:
+        super().__init__(worker, **kwargs)
+        self.timer_entry = None
+
+    def include_if(self, worker) -> bool:
+        return bool(settings.WORKER_PROBE_DIR)
+
+    def create(self, worker):
+        global _probe_files
+        _probe_files = ProbeFiles(settings.WORKER_PROBE_DIR)
+        _probe_files.prepare()
+        # Not connected yet: the consumer starts after this step and may wait for the broker.
+        _probe_files.mark_connecting()
+
+    def start(self, worker) -> None:
+        _probe_files.beat()
+        self.timer_entry = worker.timer.call_repeatedly(
+            settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, _probe_files.beat, priority=10
+        )
+
+    def stop(self, worker) -> None:
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+
+    terminate = stop
+
+
+class BrokerConnectionProbeStep(bootsteps.StartStopStep):
+    """Consumer step: clears the `connecting` mark once connected, sets it again when the connection is lost.
+
+    Celery restarts the consumer's steps (calling `stop`) after a connection loss and starts them again, after
+    the Connection step, once the broker is back.
+    """
+
+    requires = ("celery.worker.consumer:Connection",)
+
+    def include_if(self, consumer) -> bool:
+        return bool(settings.WORKER_PROBE_DIR)
+
+    def start(self, consumer) -> None:
+        if _probe_files is not None:
+            _probe_files.mark_connected()
+
+    def stop(self, consumer) -> None:
+        if _probe_files is not None:
+            _probe_files.mark_connecting()
+
+    def shutdown(self, consumer) -> None:
+        """Shutting down is not a lost connection: leave the marks to the shutdown signals."""
+
+
+class MetricsStep(bootsteps.StartStopStep):
+    """Serves the task metrics of all the worker's processes on WORKER_METRICS_PORT (main process only).
+
+    Created before the pool forks, so the children inherit the multiprocess set-up and the metric objects; started
+    after the pool, so the children do not inherit a thread serving HTTP.
+    """
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker, **kwargs) -> None:
+        super().__init__(worker, **kwargs)
+        self.server = None
+
+    def include_if(self, worker) -> bool:
+        return bool(settings.WORKER_METRICS_PORT)
+
+    def create(self, worker):
+        # Imported here, when the worker starts: proj.metrics reads models, and this module is imported with the
+        # Celery app, before Django's app registry is ready.
+        from proj import metrics
+
+        global _task_metrics
+        directory = metrics.prepare_multiprocess_directory(settings.WORKER_METRICS_DIR)
+        _task_metrics = metrics.TaskMetrics()
+        logger.info("Worker metrics: processes write to %s", directory)
+
+    def start(self, worker) -> None:
+        from prometheus_client import start_http_server
+
+        from proj import metrics
+
+        self.server, _thread = start_http_server(
+            settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_ADDRESS, registry=metrics.worker_registry()
+        )
+        logger.info("Worker metrics on %s:%s/metrics", settings.WORKER_METRICS_ADDRESS, settings.WORKER_METRICS_PORT)
+
+    def stop(self, worker) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    terminate = stop
+
+
+def _use_django_logging(loglevel=None, **kwargs) -> None:
+    """Configure the worker's logging from Django's LOGGING instead of Celery's own format (JSON in production)."""
+    logging.config.dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
+
+
+def _on_worker_ready(**kwargs) -> None:
+    if _probe_files is not None:
+        _probe_files.mark_ready()
+
+
+def _on_worker_shutting_down(**kwargs) -> None:
+    # SIGTERM: stop counting as available at once, while running tasks finish (Celery's warm shutdown).
+    if _probe_files is not None:
+        _probe_files.mark_not_ready()
+
+
+def _on_worker_shutdown(**kwargs) -> None:
+    if _probe_files is not None:
+        _probe_files.clear()
+
+
+def _on_task_prerun(task_id=None, task=None, kwargs=None, **extra) -> None:
+    order_id = (kwargs or {}).get("order_id")
+    bind_task_context(task_id=task_id, task_name=task.name, order_id=str(order_id) if order_id else None)
+    if _task_metrics is not None:
+        _task_metrics.task_started(task, task_id)
+
+
+def _on_task_postrun(task_id=None, task=None, state=None, **extra) -> None:
+    if _task_metrics is not None:
+        _task_metrics.task_finished(task, task_id, state)
+    clear_task_context()
+
+
+def _on_task_failure(sender=None, exception=None, **extra) -> None:
+    if _task_metrics is not None:
+        _task_metrics.task_failed(sender, exception)
+
+
+def _on_task_retry(sender=None, **extra) -> None:
+    if _task_metrics is not None:
+        _task_metrics.task_retried(sender)
+
+
+def install(app: Celery) -> None:
+    """Add the worker steps to `app` and connect the handlers (module-level functions: weak references hold)."""
+    app.steps["worker"].update({ProbeStep, MetricsStep})
+    app.steps["consumer"].add(BrokerConnectionProbeStep)
+    signals.setup_logging.connect(_use_django_logging)
+    signals.worker_ready.connect(_on_worker_ready)
+    signals.worker_shutting_down.connect(_on_worker_shutting_down)
+    signals.worker_shutdown.connect(_on_worker_shutdown)
+    signals.task_prerun.connect(_on_task_prerun)
+    signals.task_postrun.connect(_on_task_postrun)
+    signals.task_failure.connect(_on_task_failure)
+    signals.task_retry.connect(_on_task_retry)
