@@ -3,9 +3,9 @@
 import signal
 import sys
 
-from bench import engines, worker
+from bench import engines, orders, profiling, worker
 
-COMMANDS = {"engines": engines.main, "worker": worker.main}
+COMMANDS = {"engines": engines.main, "orders": orders.main, "profile": profiling.main, "worker": worker.main}
 
 
 def _stop(signum, frame) -> None:

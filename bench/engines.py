@@ -268,24 +268,56 @@ def _wait_for_phase(completions: Completions, phase: int, count: int, *, stall_s
         time.sleep(POLL_SECONDS)
 
 
+def _environment(engine: Engine, broker_url: str, run_dir: Path) -> dict[str, str]:
+    record_path = str(run_dir / "completions.log")
+    if not engine.needs_database:
+        return os.environ | {
+            BROKER_URL_VARIABLE: broker_url,
+            RECORD_PATH_VARIABLE: record_path,
+            "PYTHONPATH": str(env.ROOT),
+        }
+    _empty_results_table()
+    return env.service_environment(
+        broker_url=broker_url, sandbox_url=broker_url.replace("/0", "/1"), work_dir=run_dir
+    ) | {BROKER_URL_VARIABLE: broker_url, RECORD_PATH_VARIABLE: record_path}
+
+
+def measure_end_to_end(engine: Engine, *, tasks: int, processes: int, run_dir: Path) -> dict:
+    """Only the end-to-end phase, on a fresh redis-server, workers warmed up first: tasks/s and worker memory."""
+    run_dir.mkdir()
+    with env.Processes(run_dir) as started:
+        broker_url = env.start_redis_server(started, run_dir)
+        environment = _environment(engine, broker_url, run_dir)
+        completions = Completions(environment[RECORD_PATH_VARIABLE])
+        nodes = Nodes(engine, started, environment, processes)
+        with env.MemorySampler(nodes.ids) as memory:
+            nodes.start()
+            warm_up = 10 * processes  # every pool process has run a task and imported what it needs
+            producer, report_path = _produce(started, environment, engine, run_dir, phase=DRAIN, count=warm_up)
+            _producer_report(started, producer, report_path)
+            _wait_for_first(completions, DRAIN, what=f"{engine.name} to start")
+            _wait_for_phase(completions, DRAIN, warm_up, stall_seconds=STALL_SECONDS)
+            producer, report_path = _produce(started, environment, engine, run_dir, phase=END_TO_END, count=tasks)
+            _wait_for_phase(completions, END_TO_END, tasks, stall_seconds=STALL_SECONDS, producer=producer)
+            produced = _producer_report(started, producer, report_path)
+            nodes.stop()
+        times = completions.times_in(phase_indexes(END_TO_END, tasks))
+    return {
+        "tasks_per_s": len(times) / (times[-1] - produced["started"]),
+        "lost": tasks - completions.distinct[END_TO_END],
+        "peak_rss_mb": memory.peak_bytes / 2**20,
+        "rss_per_process_mb": memory.peak_bytes / 2**20 / max(1, memory.peak_processes),
+    }
+
+
 def run_engine(engine: Engine, settings: Settings, *, run: int, work_dir: Path) -> tuple[dict, dict]:
     """One run of one engine, every phase, on a fresh redis-server. Returns the row and the recovery timeline."""
     run_dir = work_dir / f"{engine.name}-{run}"
     run_dir.mkdir()
     with env.Processes(run_dir) as processes:
         broker_url = env.start_redis_server(processes, run_dir)
-        record_path = run_dir / "completions.log"
-        environment = os.environ | {
-            BROKER_URL_VARIABLE: broker_url,
-            RECORD_PATH_VARIABLE: str(record_path),
-            "PYTHONPATH": str(env.ROOT),
-        }
-        if engine.needs_database:
-            environment = env.service_environment(
-                broker_url=broker_url, sandbox_url=broker_url.replace("/0", "/1"), work_dir=run_dir
-            ) | {BROKER_URL_VARIABLE: broker_url, RECORD_PATH_VARIABLE: str(record_path)}
-            _empty_results_table()
-        completions = Completions(str(record_path))
+        environment = _environment(engine, broker_url, run_dir)
+        completions = Completions(environment[RECORD_PATH_VARIABLE])
         nodes = Nodes(engine, processes, environment, settings.processes)
         row: dict = {"engine": engine.name, "run": run, "tasks": settings.tasks, "processes": settings.processes}
         tasks = settings.tasks
