@@ -1,5 +1,5 @@
 # Everyday verbs. Each one is a line a newcomer can read; the scripts in bin/ say what they do.
-.PHONY: run test lint format check
+.PHONY: run test lint format check bench
 
 run:      ## set up (venv, dependencies, database, demo catalog) and run web + worker + beat + Flower
 	bin/run
@@ -17,3 +17,9 @@ lint:     ## ruff lint and format check, Django system checks, migrations up to 
 format:   ## apply ruff's fixes and formatting
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
+
+bench:    ## the engines table (Celery, RQ, Huey, Dramatiq), the order pipeline and its profile; see docs/benchmarks.md
+	bin/bootstrap requirements-dev.txt
+	.venv/bin/python -m bench engines
+	.venv/bin/python -m bench orders
+	.venv/bin/python -m bench profile

@@ -39,7 +39,7 @@ READY_TIMEOUT_SECONDS = 120
 POLL_SECONDS = 0.2
 # Bare Celery runs this many no-op tasks per order placed: an order is at most three task executions.
 NOOP_TASKS_PER_ORDER = 3
-NOOP_MIN_TASKS = 1000
+NOOP_MIN_TASKS = 300
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,9 @@ def run_variant(variant: Variant, settings: Settings, *, run: int, work_dir: Pat
             if client.wait() != 0:
                 raise RuntimeError(f"A placement client failed; see {run_dir}/placement-*.log")
         placed = [json.loads(path.read_text()) for _, path in clients]
+        worker_errors = [
+            line for line in (run_dir / "worker.log").read_text(errors="replace").splitlines() if "ERROR/" in line
+        ]
     durations = [duration for result in placed for duration in result["durations"]]
     errors: dict[str, int] = {}
     for result in placed:
@@ -264,8 +267,11 @@ def run_variant(variant: Variant, settings: Settings, *, run: int, work_dir: Pat
         row[f"post_p{percent}_ms"] = post * 1000 if post is not None else None
         completed = report.percentile(timings["latencies"], percent)
         row[f"completed_p{percent}_ms"] = completed * 1000 if completed is not None else None
+    row["worker_errors"] = len(worker_errors)
     if errors:
         print(f"    placement errors: {errors}")
+    if worker_errors:
+        print(f"    {len(worker_errors)} task errors in the worker log, the first: {worker_errors[0][:300]}")
     return row
 
 

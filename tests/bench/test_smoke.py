@@ -1,0 +1,104 @@
+"""Every benchmark runs end to end at a tiny size, so that none can rot unnoticed.
+
+They assert that the report has every column and that nothing was lost; never how fast anything was. Each run
+starts its own redis-server and uses the database `$BENCH_DATABASE_smoke` (default `shop_bench_smoke`).
+"""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import engines, orders
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def run_bench(*arguments: str, results: Path) -> Path:
+    """Run `python -m bench ...` into `results`; return the one results folder it wrote."""
+    environment = os.environ | {"BENCH_DATABASE": os.environ.get("BENCH_DATABASE", "shop_bench") + "_smoke"}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", *arguments, "--results", str(results)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    (directory,) = results.iterdir()
+    return directory
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open() as rows:
+        return list(csv.DictReader(rows))
+
+
+def test_engines_reports_every_column_for_every_engine_and_loses_no_task(tmp_path):
+    # when
+    directory = run_bench(
+        "engines", "--tasks", "200", "--runs", "1", "--latency-seconds", "1", "--recovery-seconds", "1",
+        "--grace-seconds", "2", results=tmp_path,
+    )  # fmt: skip
+
+    # then
+    rows = read_csv(directory / "runs.csv")
+    assert [row["engine"] for row in rows] == list(engines.ENGINES)
+    for row in rows:
+        measured = [column.key for column in engines.COLUMNS if column.key != "recovery_s"]
+        assert all(row[key] != "" for key in measured), row
+        assert "recovery_s" in row  # empty when throughput never came back before the queue ran dry
+        assert (row["lost"], row["twice"]) == ("0", "0"), row
+    summary = read_csv(directory / "summary.csv")
+    assert [line["engine"] for line in summary] == list(engines.ENGINES)
+    markdown = (directory / "report.md").read_text()
+    assert all(column.heading in markdown for column in engines.COLUMNS)
+    assert "## Machine" in markdown
+    assert "## Versions" in markdown
+    assert "## Configuration" in markdown
+    for chart in ("throughput.png", "latency.png", "memory.png", "recovery.png"):
+        assert (directory / chart).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_orders_reports_both_variants_bare_celery_and_the_ratios_and_loses_no_order(tmp_path):
+    # when
+    directory = run_bench("orders", "--orders", "30", "--clients", "4", "--runs", "1", results=tmp_path)
+
+    # then
+    rows = {row["variant"]: row for row in read_csv(directory / "runs.csv")}
+    assert set(rows) == {"ours", "naive", "bare celery no-op", "ratios"}
+    for variant in ("ours", "naive"):
+        assert all(rows[variant][column.key] != "" for column in orders.COLUMNS), rows[variant]
+        assert rows[variant]["placed"] == "30"
+    assert (rows["ours"]["completed"], rows["ours"]["emails"], rows["ours"]["events"]) == ("30", "30", "30")
+    assert rows["ours"]["lost"] == "0"
+    assert rows["bare celery no-op"]["lost"] == "0"
+    assert all(rows["ratios"][column.key] != "" for column in orders.RATIO_COLUMNS)
+    markdown = (directory / "report.md").read_text()
+    assert all(column.heading in markdown for column in orders.COLUMNS + orders.RATIO_COLUMNS)
+
+
+def test_profile_reports_queries_round_trips_and_time_per_order(tmp_path):
+    # when
+    directory = run_bench("profile", "--orders", "20", results=tmp_path)
+
+    # then
+    markdown = (directory / "report.md").read_text()
+    for section in (
+        "SQL statements per order, by task",
+        "Redis round trips per order, by task",
+        "PostgreSQL transactions per order",
+        "message (de)serialization",
+        "result backend",
+        "Celery overhead per task execution",
+    ):
+        assert section in markdown
+    assert (directory / "work.html").exists()
+    assert (directory / "place.html").exists()
