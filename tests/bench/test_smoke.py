@@ -100,5 +100,5 @@ def test_profile_reports_queries_round_trips_and_time_per_order(tmp_path):
         "Celery overhead per task execution",
     ):
         assert section in markdown
-    assert (directory / "work.html").exists()
-    assert (directory / "place.html").exists()
+    assert "process_order_task" in (directory / "work.txt").read_text()
+    assert "place_order" in (directory / "place.txt").read_text()
