@@ -152,16 +152,17 @@ def _write(report: Path, counters: Counters, profiler, extra: dict) -> None:
     report.write_text(json.dumps(counters.as_json() | {"time": time_buckets(session)} | extra))
 
 
-def place(orders: int, report: Path) -> None:
-    """Place `orders` orders one after the other, as the API view would call the service."""
+def place(orders: int, report: Path, *, via_api: bool) -> None:
+    """Place `orders` orders one after the other: through the API (Django's test client, in this process, so the
+    view, idempotency and the response are included) when it is there, else by calling the service."""
     from pyinstrument import Profiler
 
     from bench.placement import order_payload
     from orders.models import Product
-    from orders.services import OrderLine, place_order
 
     counters = Counters("placement")
     skus = list(Product.objects.order_by("sku").values_list("sku", flat=True))
+    place_one = _api_placer() if via_api else _service_placer()
     counters.install()
     chooser = random.Random(1)
     durations = []
@@ -169,13 +170,39 @@ def place(orders: int, report: Path) -> None:
     profiler.start()
     for index in range(orders):
         payload = order_payload(index, skus, chooser)
-        items = [OrderLine(item["sku"], item["quantity"]) for item in payload.pop("items")]
         started = time.perf_counter()
-        place_order(items=items, **payload)
+        place_one(payload)
         durations.append(time.perf_counter() - started)
     profiler.stop()
     counters.executions["placement"] = orders
-    _write(report, counters, profiler, {"durations": durations})
+    _write(report, counters, profiler, {"durations": durations, "via": "api" if via_api else "service"})
+
+
+def _api_placer():
+    import uuid
+
+    from django.test import Client
+
+    client = Client()
+
+    def place_one(payload: dict) -> None:
+        response = client.post(
+            "/api/orders", payload, content_type="application/json", headers={"Idempotency-Key": str(uuid.uuid4())}
+        )
+        if response.status_code != 201:
+            raise RuntimeError(f"POST /api/orders answered {response.status_code}: {response.content[:300]!r}")
+
+    return place_one
+
+
+def _service_placer():
+    from orders.services import OrderLine, place_order
+
+    def place_one(payload: dict) -> None:
+        items = [OrderLine(item["sku"], item["quantity"]) for item in payload.pop("items")]
+        place_order(items=items, **payload)
+
+    return place_one
 
 
 def work(report: Path, *, queues: str, relay_interval: float) -> None:
@@ -227,13 +254,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("place", "work"))
     parser.add_argument("--orders", type=int, default=0)
+    parser.add_argument("--via-api", action="store_true", help="place through POST /api/orders (test client)")
     parser.add_argument("--queues", default="orders,notifications,analytics,maintenance")
     parser.add_argument("--relay-interval", type=float, default=2.0)
     parser.add_argument("--report", type=Path, required=True)
     arguments = parser.parse_args()
     django.setup()
     if arguments.what == "place":
-        place(arguments.orders, arguments.report)
+        place(arguments.orders, arguments.report, via_api=arguments.via_api)
     else:
         work(arguments.report, queues=arguments.queues, relay_interval=arguments.relay_interval)
 

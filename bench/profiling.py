@@ -25,6 +25,7 @@ import redis
 
 from bench import environment as env
 from bench import report
+from bench.orders import api_is_merged
 
 STALL_SECONDS = 60
 # The worker writes its profile on shutdown: a long session needs time to render.
@@ -71,10 +72,17 @@ def _wait_for_pipeline(orders: int) -> int:
 
 
 def run(orders: int, *, results_root: Path | None = None) -> Path:
+    via_api = api_is_merged()
     header = {
         "Machine": report.machine(),
         "Versions": report.versions(["Django", "celery", "kombu", "redis", "django-celery-results", "pyinstrument"]),
-        "Configuration": {"orders": f"{orders:,}", "worker": "one solo-pool process, proj/settings.py, INFO logging"},
+        "Configuration": {
+            "orders": f"{orders:,}",
+            "placement": "POST /api/orders through Django's test client (view, idempotency, response included)"
+            if via_api
+            else "the placement service called directly (no HTTP API on this branch)",
+            "worker": "one solo-pool process, proj/settings.py, INFO logging",
+        },
     }
     print(report.describe("Profile of the order path", header))
     directory = report.results_directory("profile", results_root)
@@ -83,7 +91,7 @@ def run(orders: int, *, results_root: Path | None = None) -> Path:
         env.fresh_database(log_dir=work_dir)
         environment = env.service_environment(
             broker_url=broker_url, sandbox_url=broker_url.replace("/0", "/1"), work_dir=work_dir
-        )
+        ) | {"ALLOWED_HOSTS": "testserver"}  # Django's test client, for the API placement
         client = redis.Redis.from_url(broker_url)
 
         print("placing ...", flush=True)
@@ -91,6 +99,8 @@ def run(orders: int, *, results_root: Path | None = None) -> Path:
         before = _transactions()
         command = [env.PYTHON, "-m", "bench.profiled", "place", "--orders", str(orders), "--report",
                    str(work_dir / "place.json")]  # fmt: skip
+        if via_api:
+            command.append("--via-api")
         if processes.start(command, environment=environment, name="place").wait() != 0:
             raise RuntimeError(f"Placing failed; see {work_dir}/place.log")
         placement = json.loads((work_dir / "place.json").read_text())
@@ -126,7 +136,8 @@ def _per_order(value: float, orders: int, decimals: int = 2) -> str:
 
 def render(orders: int, placement: dict, work: dict) -> str:
     """The per-order tables of the report."""
-    lines = [f"## Placement path: {orders} orders placed one after the other", ""]
+    via = "POST /api/orders" if placement.get("via") == "api" else "the placement service"
+    lines = [f"## Placement path: {orders} orders placed one after the other through {via}", ""]
     durations = placement["durations"]
     lines.append(
         f"- wall time per placement: median {statistics.median(durations) * 1000:.2f} ms, "
