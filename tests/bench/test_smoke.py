@@ -1,7 +1,7 @@
 """Every benchmark runs end to end at a tiny size, so that none can rot unnoticed.
 
-They assert that the report has every column and that nothing was lost; never how fast anything was. Each run
-starts its own redis-server and uses the database `$BENCH_DATABASE_smoke` (default `shop_bench_smoke`).
+They assert that the report has every column and that nothing was lost; never how fast anything was. Each
+benchmark starts its own redis-servers and uses a database of its own (see the `results` fixture).
 """
 
 import csv
@@ -17,23 +17,61 @@ from bench import engines, orders
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+# Tiny sizes: enough for every phase to run and every column to be filled.
+SMOKE_RUNS = {
+    "engines": [
+        "--tasks",
+        "200",
+        "--runs",
+        "1",
+        "--latency-seconds",
+        "1",
+        "--recovery-seconds",
+        "1",
+        "--grace-seconds",
+        "2",
+    ],
+    "orders": ["--orders", "30", "--clients", "4", "--runs", "1"],
+    "profile": ["--orders", "20"],
+}
+TIMEOUT_SECONDS = 600
 
 
-def run_bench(*arguments: str, results: Path) -> Path:
-    """Run `python -m bench ...` into `results`; return the one results folder it wrote."""
-    environment = os.environ | {"BENCH_DATABASE": os.environ.get("BENCH_DATABASE", "shop_bench") + "_smoke"}
-    environment.pop("DJANGO_SETTINGS_MODULE", None)
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench", *arguments, "--results", str(results)],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    (directory,) = results.iterdir()
-    return directory
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict[str, Path]:
+    """Run the three benchmarks at once (most of their time is processes starting up); each one's results folder.
+
+    Each gets its own database, `$BENCH_DATABASE_smoke_<name>` (default `shop_bench_smoke_<name>`).
+    """
+    base = os.environ.get("BENCH_DATABASE", "shop_bench")
+    started = {}
+    for name, arguments in SMOKE_RUNS.items():
+        root = tmp_path_factory.mktemp(name)
+        environment = os.environ | {"BENCH_DATABASE": f"{base}_smoke_{name}"}
+        environment.pop("DJANGO_SETTINGS_MODULE", None)
+        log = (root / "output.log").open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench", name, *arguments, "--results", str(root / "results")],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started[name] = (process, root, log)
+    folders = {}
+    try:
+        for name, (process, root, log) in started.items():
+            process.wait(timeout=TIMEOUT_SECONDS)
+            log.close()
+            output = (root / "output.log").read_text()
+            assert process.returncode == 0, f"bench {name} failed:\n{output[-4000:]}"
+            (folders[name],) = (root / "results").iterdir()
+    finally:
+        for process, _, _ in started.values():
+            if process.poll() is None:
+                process.terminate()  # the bench stops every process it started on SIGTERM
+                process.wait(timeout=60)
+    return folders
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -41,14 +79,9 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(rows))
 
 
-def test_engines_reports_every_column_for_every_engine_and_loses_no_task(tmp_path):
-    # when
-    directory = run_bench(
-        "engines", "--tasks", "200", "--runs", "1", "--latency-seconds", "1", "--recovery-seconds", "1",
-        "--grace-seconds", "2", results=tmp_path,
-    )  # fmt: skip
+def test_engines_reports_every_column_for_every_engine_and_loses_no_task(results):
+    directory = results["engines"]
 
-    # then
     rows = read_csv(directory / "runs.csv")
     assert [row["engine"] for row in rows] == list(engines.DEFAULT_ENGINES)
     for row in rows:
@@ -67,11 +100,9 @@ def test_engines_reports_every_column_for_every_engine_and_loses_no_task(tmp_pat
         assert (directory / chart).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_orders_reports_both_variants_bare_celery_and_the_ratios_and_loses_no_order(tmp_path):
-    # when
-    directory = run_bench("orders", "--orders", "30", "--clients", "4", "--runs", "1", results=tmp_path)
+def test_orders_reports_both_variants_bare_celery_and_the_ratios_and_loses_no_order(results):
+    directory = results["orders"]
 
-    # then
     rows = {row["variant"]: row for row in read_csv(directory / "runs.csv")}
     assert set(rows) == {"ours", "naive", "bare celery no-op", "ratios"}
     for variant in ("ours", "naive"):
@@ -85,11 +116,9 @@ def test_orders_reports_both_variants_bare_celery_and_the_ratios_and_loses_no_or
     assert all(column.heading in markdown for column in orders.COLUMNS + orders.RATIO_COLUMNS)
 
 
-def test_profile_reports_queries_round_trips_and_time_per_order(tmp_path):
-    # when
-    directory = run_bench("profile", "--orders", "20", results=tmp_path)
+def test_profile_reports_queries_round_trips_and_time_per_order(results):
+    directory = results["profile"]
 
-    # then
     markdown = (directory / "report.md").read_text()
     for section in (
         "SQL statements per order, by task",
