@@ -463,7 +463,7 @@ def _empty_results_table() -> None:
 
 def charts(directory: Path, summary: list[dict], timelines: list[dict]) -> list[str]:
     report.bar_chart(directory / "throughput.png", title="Throughput (median, min-max)", summary=summary,
-                     group_by="engine", columns=COLUMNS[:3], ylabel="tasks/s")  # fmt: skip
+                     group_by="engine", columns=COLUMNS[:3], ylabel="tasks/s (log scale)", log_scale=True)  # fmt: skip
     report.bar_chart(directory / "latency.png", title="Enqueue-to-completion latency at half load", summary=summary,
                      group_by="engine", columns=COLUMNS[3:6], ylabel="ms (log scale)", log_scale=True)  # fmt: skip
     report.bar_chart(directory / "memory.png", title="Peak RSS, summed over worker processes", summary=summary,
@@ -568,6 +568,16 @@ def run(settings: Settings, *, engines: list[Engine], runs: int, results_root: P
     return directory
 
 
+def redraw(directory: Path) -> None:
+    """Draw the charts of a results folder again from its summary.csv and recovery-timelines.json."""
+    summary = []
+    for line in report.read_csv(directory / "summary.csv"):
+        summary.append(
+            {key: (float(value) if value and key != "engine" else value or None) for key, value in line.items()}
+        )
+    charts(directory, summary, json.loads((directory / "recovery-timelines.json").read_text()))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench engines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -586,7 +596,11 @@ def main(argv: list[str] | None = None) -> None:
         help="how long to wait for redelivered tasks after a kill before counting them lost",
     )
     parser.add_argument("--results", type=Path, default=None, help="results root (default bench/results)")
+    parser.add_argument("--redraw", type=Path, default=None, help="only draw the charts of this results folder again")
     arguments = parser.parse_args(argv)
+    if arguments.redraw:
+        redraw(arguments.redraw)
+        return
     unknown = [name for name in arguments.engines.split(",") if name not in ENGINES]
     if unknown:
         parser.error(f"unknown engines: {', '.join(unknown)}")

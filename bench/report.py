@@ -121,6 +121,11 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as rows:
+        return list(csv.DictReader(rows))
+
+
 def describe(title: str, sections: dict[str, dict[str, str]]) -> str:
     """The Markdown header of a report: machine, versions, configuration, one bullet list each."""
     parts = [f"# {title}", ""]
