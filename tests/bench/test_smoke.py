@@ -18,28 +18,21 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 # Tiny sizes: enough for every phase to run and every column to be filled.
+ENGINES_SMOKE = ["--tasks", "200", "--runs", "1", "--latency-seconds", "1", "--recovery-seconds", "1",
+                 "--grace-seconds", "2"]  # fmt: skip
 SMOKE_RUNS = {
-    "engines": [
-        "--tasks",
-        "200",
-        "--runs",
-        "1",
-        "--latency-seconds",
-        "1",
-        "--recovery-seconds",
-        "1",
-        "--grace-seconds",
-        "2",
-    ],
-    "orders": ["--orders", "30", "--clients", "4", "--runs", "1"],
-    "profile": ["--orders", "20"],
+    # The engines in two halves side by side: the Celery rows start Django-loading workers and producers.
+    "engines-celery": ["engines", *ENGINES_SMOKE, "--engines", "celery-production,celery-defaults"],
+    "engines-others": ["engines", *ENGINES_SMOKE, "--engines", "rq-fork,rq-simple,huey,dramatiq"],
+    "orders": ["orders", "--orders", "30", "--clients", "4", "--runs", "1"],
+    "profile": ["profile", "--orders", "20"],
 }
 TIMEOUT_SECONDS = 600
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict[str, Path]:
-    """Run the three benchmarks at once (most of their time is processes starting up); each one's results folder.
+    """Run the benchmarks side by side (most of their time is processes starting up); each run's results folder.
 
     Each gets its own database, `$BENCH_DATABASE_smoke_<name>` (default `shop_bench_smoke_<name>`).
     """
@@ -47,11 +40,11 @@ def results(tmp_path_factory) -> dict[str, Path]:
     started = {}
     for name, arguments in SMOKE_RUNS.items():
         root = tmp_path_factory.mktemp(name)
-        environment = os.environ | {"BENCH_DATABASE": f"{base}_smoke_{name}"}
+        environment = os.environ | {"BENCH_DATABASE": f"{base}_smoke_{name.replace('-', '_')}"}
         environment.pop("DJANGO_SETTINGS_MODULE", None)
         log = (root / "output.log").open("w")
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench", name, *arguments, "--results", str(root / "results")],
+            [sys.executable, "-m", "bench", *arguments, "--results", str(root / "results")],
             cwd=ROOT,
             env=environment,
             stdout=log,
@@ -80,24 +73,25 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def test_engines_reports_every_column_for_every_engine_and_loses_no_task(results):
-    directory = results["engines"]
+    halves = (results["engines-celery"], results["engines-others"])
 
-    rows = read_csv(directory / "runs.csv")
+    rows = [row for directory in halves for row in read_csv(directory / "runs.csv")]
     assert [row["engine"] for row in rows] == list(engines.DEFAULT_ENGINES)
     for row in rows:
         measured = [column.key for column in engines.COLUMNS if column.key != "recovery_s"]
         assert all(row[key] != "" for key in measured), row
         assert "recovery_s" in row  # empty when throughput never came back before the queue ran dry
         assert (row["lost"], row["twice"]) == ("0", "0"), row
-    summary = read_csv(directory / "summary.csv")
-    assert [line["engine"] for line in summary] == list(engines.DEFAULT_ENGINES)
-    markdown = (directory / "report.md").read_text()
-    assert all(column.heading in markdown for column in engines.COLUMNS)
-    assert "## Machine" in markdown
-    assert "## Versions" in markdown
-    assert "## Configuration" in markdown
-    for chart in ("throughput.png", "latency.png", "memory.png", "recovery.png"):
-        assert (directory / chart).read_bytes()[:4] == b"\x89PNG"
+    for directory in halves:
+        summary = read_csv(directory / "summary.csv")
+        assert [line["engine"] for line in summary] == [row["engine"] for row in read_csv(directory / "runs.csv")]
+        markdown = (directory / "report.md").read_text()
+        assert all(column.heading in markdown for column in engines.COLUMNS)
+        assert "## Machine" in markdown
+        assert "## Versions" in markdown
+        assert "## Configuration" in markdown
+        for chart in ("throughput.png", "latency.png", "memory.png", "recovery.png"):
+            assert (directory / chart).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_orders_reports_both_variants_bare_celery_and_the_ratios_and_loses_no_order(results):
