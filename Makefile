@@ -1,5 +1,5 @@
 # Everyday verbs. Each one is a line a newcomer can read; the scripts in bin/ say what they do.
-.PHONY: run test lint format check stats screenshots
+.PHONY: run test lint format check stats screenshots bench
 
 run:      ## set up (venv, dependencies, database, demo catalog) and run web + worker + beat + Flower
 	bin/run
@@ -24,3 +24,9 @@ stats:    ## how much work waits: queue lengths, outbox backlog, dead letters, w
 screenshots: ## regenerate the README's pictures of Flower and /ops/ from a real run (needs Debian's chromium)
 	bin/bootstrap requirements-docs.txt
 	.venv/bin/python scripts/screenshots.py
+
+bench:    ## the engines table (Celery, RQ, Huey, Dramatiq), the order pipeline and its profile; see docs/benchmarks.md
+	bin/bootstrap requirements-dev.txt
+	.venv/bin/python -m bench engines
+	.venv/bin/python -m bench orders
+	.venv/bin/python -m bench profile

@@ -1,0 +1,25 @@
+"""A bench-only email backend: builds each message exactly as the SMTP backend would, then records it.
+
+The console backend would fill the worker logs and locmem keeps every message in memory (a growing worker);
+this one pays the real cost of rendering the MIME message and appends one line per message to BENCH_MAIL_LOG,
+so the harness can count emails sent and when.
+"""
+
+import os
+import time
+
+from django.core.mail.backends.base import BaseEmailBackend
+
+
+class RecordingBackend(BaseEmailBackend):
+    def send_messages(self, email_messages) -> int:
+        lines = []
+        for message in email_messages:
+            size = len(message.message().as_bytes())
+            lines.append(f"{time.time()!r} {size} {','.join(message.to)}\n")
+        descriptor = os.open(os.environ["BENCH_MAIL_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(descriptor, "".join(lines).encode())
+        finally:
+            os.close(descriptor)
+        return len(email_messages)
