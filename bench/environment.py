@@ -194,26 +194,69 @@ def work_directory(prefix: str) -> Iterator[Path]:
 # --- Redis -----------------------------------------------------------------------------------------------------
 
 
+class RedisServer:
+    """A redis-server of our own on a free port, which a test or a soak can shut down and start again in place.
+
+    With `persistent`, it keeps an append-only file (`appendfsync everysec`, as docker-compose.yml's broker), so a
+    restart finds the queues as they were; without, a restart empties it, as the shared development Redis would.
+    """
+
+    def __init__(self, processes: Processes, work_dir: Path, *, name: str = "redis", persistent: bool = False) -> None:
+        self.processes = processes
+        self.name = name
+        self.persistent = persistent
+        self.process: subprocess.Popen | None = None
+        for _attempt in range(5):
+            self.port = free_port()
+            self.directory = work_dir / f"{name}-{self.port}"
+            self.directory.mkdir()
+            if self.start():
+                return
+            self.stop(grace=1)  # the port was taken between probing and binding: try another
+        raise RuntimeError("Could not start redis-server on a free port.")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> bool:
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"]
+        persistence = persistence if self.persistent else ["--appendonly", "no"]
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                   "--save", "", *persistence, "--maxmemory-policy", "noeviction"]  # fmt: skip
+        self.process = self.processes.start(command, environment=dict(os.environ), name=f"{self.name}-{self.port}")
+        try:
+            wait_for(lambda: _answers(self.url), timeout=10, what="redis-server")
+        except TimeoutError:
+            return False
+        return True
+
+    def stop(self, *, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM: Redis finishes its append-only file and exits, as on a clean restart."""
+        if self.process is not None:
+            self.processes.stop(self.process, grace=grace)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: whatever Redis had not written to disk is gone, as on a crash."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.processes.stop(self.process, grace=1)
+            self.process = None
+
+    def restart(self, *, crash: bool = False) -> None:
+        self.kill() if crash else self.stop()
+        if not self.start():
+            raise RuntimeError(f"redis-server on port {self.port} did not come back.")
+
+
 def start_redis_server(processes: Processes, work_dir: Path, *, name: str = "redis") -> str:
     """A fresh redis-server on a free port, without persistence; returns its URL (database 0).
 
     `processes` stops it with everything else, in reverse order of start: after the workers that use it.
     """
-    for _attempt in range(5):
-        port = free_port()
-        directory = work_dir / f"{name}-{port}"
-        directory.mkdir()
-        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-                   "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"]  # fmt: skip
-        process = processes.start(command, environment=dict(os.environ), name=f"{name}-{port}")
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            wait_for(lambda url=url: _answers(url), timeout=10, what="redis-server")
-        except TimeoutError:
-            processes.stop(process, grace=1)
-            continue  # the port was taken between probing and binding: try another
-        return url
-    raise RuntimeError("Could not start redis-server on a free port.")
+    return RedisServer(processes, work_dir, name=name).url
 
 
 def _answers(url: str) -> bool:
