@@ -276,7 +276,9 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Task events feed Flower and the worker-side metrics.
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# No `task-sent` event: it would be a second Redis publish for every message, paid inside web requests, and Flower
+# lists a task from its `task-received` event a moment later anyway (docs/benchmarks.md measures the cost).
+CELERY_TASK_SEND_SENT_EVENT = False
 # Queues are declared in proj/celery.py; a task without a route would land on a queue nobody consumes.
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 CELERY_TASK_DEFAULT_QUEUE = "orders"

@@ -37,7 +37,7 @@ def test_reliability_settings():
     assert app.conf.broker_connection_retry_on_startup is True
     assert app.conf.result_extended is True
     assert app.conf.worker_send_task_events is True
-    assert app.conf.task_send_sent_event is True
+    assert app.conf.task_send_sent_event is False
     assert app.conf.task_soft_time_limit < app.conf.task_time_limit
 
 

@@ -56,6 +56,18 @@ def test_placing_an_order_answers_201_with_the_order_and_schedules_its_processin
     assert len(callbacks) == 1  # the publish, which runs only once the order is committed
 
 
+def test_the_placement_answers_with_the_order_as_following_it_shows_without_reading_it_back(
+    client, catalog, django_assert_num_queries
+):
+    # when: placed in 12 statements (2 savepoints and their releases, the key's lock and lookup, the products, the
+    # order, its items, its timeline, the outbox, the key), none of which reads the order back
+    with django_assert_num_queries(12):
+        placed = post_json(client, "/api/orders", {**ORDER, "items": ORDER["items"][::-1]}, **{"Idempotency-Key": "k1"})
+
+    # then: the answer is the order as GET shows it, items by SKU
+    assert placed.json() == client.get(placed.json()["status_url"]).json()
+
+
 def test_an_order_can_ask_for_a_push_notification(client, catalog):
     response = post_json(client, "/api/orders", {**ORDER, "push_topic": "ada-orders"})
 

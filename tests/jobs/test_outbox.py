@@ -48,6 +48,52 @@ def test_a_message_is_published_with_the_outbox_id_as_task_id(django_capture_on_
     assert message.sent_at is not None
 
 
+def test_one_transaction_writes_its_messages_together_and_publishes_its_tasks(django_capture_on_commit_callbacks):
+    # when: two tasks and an event in one transaction
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
+        messages = services.publish_on_commit(
+            services.task_message(send_notification_task, order_id="a", channel="email"),
+            services.event_message("order_completed", order_id="a"),
+            services.task_message(send_notification_task, order_id="a", channel="push"),
+        )
+
+    # then: one after-commit publish for both tasks; the event waits for the relay
+    assert len(callbacks) == 1
+    published = [message["headers"]["id"] for message in queued_messages("notifications")]
+    assert sorted(published) == sorted([str(messages[0].id), str(messages[2].id)])
+    unsent = sorted(OutboxMessage.objects.filter(sent_at__isnull=True).values_list("name", flat=True))
+    assert unsent == ["order_completed"]
+    assert OutboxMessage.objects.filter(sent_at__isnull=False).count() == 2
+
+
+def test_a_failed_publish_leaves_that_task_and_the_rest_to_the_relay(django_capture_on_commit_callbacks, monkeypatch):
+    # given: the broker goes away after the first of three publishes
+    publish = services._publish_task
+    calls = []
+
+    def publish_once(message):
+        calls.append(message.pk)
+        if len(calls) > 1:
+            raise ConnectionError("Redis is gone")
+        publish(message)
+
+    monkeypatch.setattr(services, "_publish_task", publish_once)
+
+    # when
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        first, second, third = services.publish_on_commit(
+            *(services.task_message(send_notification_task, order_id=str(index)) for index in range(3))
+        )
+
+    # then: the first is sent; the others were not tried again once the broker failed, and wait for the relay
+    assert calls == [first.pk, second.pk]
+    rows = {row.pk: row for row in OutboxMessage.objects.all()}
+    assert rows[first.pk].sent_at is not None
+    assert [rows[pk].sent_at for pk in (second.pk, third.pk)] == [None, None]
+    assert [rows[pk].publish_attempts for pk in (first.pk, second.pk, third.pk)] == [1, 1, 1]
+    assert rows[third.pk].last_error == "ConnectionError('Redis is gone')"
+
+
 def test_the_relay_publishes_tasks_that_missed_their_fast_path(django_capture_on_commit_callbacks, settings):
     # given: the transaction committed but its process died before publishing (the callback never ran)
     settings.OUTBOX_RELAY_AFTER_SECONDS = 0

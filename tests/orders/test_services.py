@@ -256,6 +256,17 @@ def test_an_order_for_more_than_the_stock_fails_without_touching_it(product):
     assert Product.objects.get(sku="MUG-001").stock == 10
 
 
+def test_one_short_product_takes_nothing_from_the_others(product):
+    ProductFactory(sku="TEE-001", stock=1)
+    order = place(items=[OrderLine("MUG-001", 2), OrderLine("TEE-001", 2)])
+
+    services.process_order(order_id=str(order.id))
+
+    order.refresh_from_db()
+    assert order.failure_reason == "Out of stock: TEE-001"
+    assert dict(Product.objects.values_list("sku", "stock")) == {"MUG-001": 10, "TEE-001": 1}
+
+
 def test_processing_an_order_that_does_not_exist_says_so():
     with pytest.raises(OrderNotFound):
         services.process_order(order_id="0b6bd2b5-7c1a-4a5e-9d27-3f1c6f1d2c11")
