@@ -326,29 +326,42 @@ def _environment(engine: Engine, broker_url: str, run_dir: Path) -> dict[str, st
     }
 
 
-def measure_end_to_end(engine: Engine, *, tasks: int, processes: int, run_dir: Path) -> dict:
-    """Only the end-to-end phase, on a fresh redis-server, workers warmed up first: tasks/s and worker memory."""
+def measure_end_to_end(engine: Engine, *, tasks: int, processes: int, run_dir: Path, queued: bool = False) -> dict:
+    """One phase on a fresh redis-server, workers warmed up first: tasks/s and worker memory.
+
+    End to end (producer and workers together) by default; with `queued`, the tasks wait in the queue before the
+    workers start, and the rate is the workers' drain rate, from the first completion to the last.
+    """
     run_dir.mkdir()
     with env.Processes(run_dir) as started:
         broker_url = env.start_redis_server(started, run_dir)
         environment = _environment(engine, broker_url, run_dir)
         completions = Completions(environment[RECORD_PATH_VARIABLE])
         nodes = Nodes(engine, started, environment, processes)
+        phase = ENQUEUE if queued else END_TO_END
+        if queued:
+            producer, report_path = _produce(started, environment, engine, run_dir, phase=phase, count=tasks)
+            _producer_report(started, producer, report_path)
         with env.MemorySampler(nodes.ids) as memory:
             nodes.start()
-            warm_up = 10 * processes  # every pool process has run a task and imported what it needs
-            producer, report_path = _produce(started, environment, engine, run_dir, phase=DRAIN, count=warm_up)
-            _producer_report(started, producer, report_path)
-            _wait_for_first(completions, DRAIN, what=f"{engine.name} to start")
-            _wait_for_phase(completions, DRAIN, warm_up, stall_seconds=STALL_SECONDS)
-            producer, report_path = _produce(started, environment, engine, run_dir, phase=END_TO_END, count=tasks)
-            _wait_for_phase(completions, END_TO_END, tasks, stall_seconds=STALL_SECONDS, producer=producer)
-            produced = _producer_report(started, producer, report_path)
+            if not queued:
+                warm_up = 10 * processes  # every pool process has run a task and imported what it needs
+                producer, report_path = _produce(started, environment, engine, run_dir, phase=DRAIN, count=warm_up)
+                _producer_report(started, producer, report_path)
+                _wait_for_first(completions, DRAIN, what=f"{engine.name} to start")
+                _wait_for_phase(completions, DRAIN, warm_up, stall_seconds=STALL_SECONDS)
+                producer, report_path = _produce(started, environment, engine, run_dir, phase=phase, count=tasks)
+                _wait_for_phase(completions, phase, tasks, stall_seconds=STALL_SECONDS, producer=producer)
+                began = _producer_report(started, producer, report_path)["started"]
+            else:
+                _wait_for_first(completions, phase, what=f"{engine.name} to start")
+                _wait_for_phase(completions, phase, tasks, stall_seconds=STALL_SECONDS)
             nodes.stop()
-        times = completions.times_in(phase_indexes(END_TO_END, tasks))
+        times = completions.times_in(phase_indexes(phase, tasks))
+    rate = (len(times) - 1) / (times[-1] - times[0]) if queued else len(times) / (times[-1] - began)
     return {
-        "tasks_per_s": len(times) / (times[-1] - produced["started"]),
-        "lost": tasks - completions.distinct[END_TO_END],
+        "tasks_per_s": rate,
+        "lost": tasks - completions.distinct[phase],
         "peak_rss_mb": memory.peak_bytes / 2**20,
         "rss_per_process_mb": memory.peak_bytes / 2**20 / max(1, memory.peak_processes),
     }

@@ -10,6 +10,10 @@ P50/P99 of the POST response time; P50/P99 from placement (the order's commit) t
 same run, bare Celery (the project's app, a no-op task, same worker command) on the same kind of broker gives the
 ratio that holds on any machine: orders/s / no-op tasks/s.
 
+End to end, the web processes and the clients share the machine's cores with the workers, and an HTTP placement
+costs more than a no-op's `.delay()`. So each run also measures the workers alone: the orders placed first (by
+the placement service, `bench worker`) and then drained, against no-op tasks queued first and then drained.
+
 Placement `direct` calls the placement service in client processes instead of HTTP (no gunicorn); `auto` (the
 default) uses HTTP when the service answers POST /api/orders, and says so in the report when it falls back.
 """
@@ -26,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import engines, report
+from bench import engines, report, worker
 from bench import environment as env
 from bench.report import Column
 from bench.worker import worker_command
@@ -90,6 +94,7 @@ COLUMNS = (
 RATIO_COLUMNS = (
     Column("noop_tasks_per_s", "bare Celery no-op tasks/s"),
     Column("ours_over_noop", "ours orders/s / no-op tasks/s", 3),
+    Column("queued_ours_over_noop", "queued: ours orders/s / no-op tasks/s", 3),
     Column("ours_over_naive", "ours / naive orders/s", 2),
     Column("rss_ours_over_noop", "ours / no-op RSS per process", 2),
 )
@@ -101,6 +106,7 @@ class Settings:
     clients: int
     processes: int
     placement: str  # http or direct
+    queued: bool = True  # also measure the workers alone (orders and no-ops queued first, then drained)
 
 
 def api_answers(url: str) -> bool:
@@ -312,6 +318,26 @@ def measure_noop(settings: Settings, *, run: int, work_dir: Path) -> dict:
     }
 
 
+def measure_queued(settings: Settings, *, run: int, work_dir: Path) -> list[dict]:
+    """The workers alone: orders queued first then drained, and as many no-op tasks per order as end to end."""
+    orders = worker.run(orders=settings.orders, concurrency=settings.processes)
+    tasks = max(NOOP_MIN_TASKS, NOOP_TASKS_PER_ORDER * settings.orders)
+    noop = engines.measure_end_to_end(
+        engines.ENGINES["celery-production"],
+        tasks=tasks,
+        processes=settings.processes,
+        run_dir=work_dir / f"noop-queued-{run}",
+        queued=True,
+    )
+    return [
+        {"variant": "ours, queued", "run": run, "orders": settings.orders,
+         "orders_per_s": orders["drain_orders_per_second"], "lost": settings.orders - orders["statuses"].get(
+             "completed", 0)},
+        {"variant": "bare celery no-op, queued", "run": run, "orders": tasks, "orders_per_s": noop["tasks_per_s"],
+         "worker_rss_mb": noop["peak_rss_mb"], "rss_per_process_mb": noop["rss_per_process_mb"], "lost": noop["lost"]},
+    ]  # fmt: skip
+
+
 def ratios(rows: list[dict]) -> list[dict]:
     """Per run: ours against bare Celery and against naive (the issue's targets: >= 1/3, >= 1, <= 1.5)."""
     by_run: dict[int, dict[str, dict]] = {}
@@ -320,6 +346,7 @@ def ratios(rows: list[dict]) -> list[dict]:
     lines = []
     for run, variants in sorted(by_run.items()):
         ours, naive, noop = variants.get("ours"), variants.get("naive"), variants.get("bare celery no-op")
+        queued, queued_noop = variants.get("ours, queued"), variants.get("bare celery no-op, queued")
 
         def ratio(top, bottom):
             return top / bottom if top is not None and bottom else None
@@ -329,6 +356,9 @@ def ratios(rows: list[dict]) -> list[dict]:
             "run": run,
             "noop_tasks_per_s": noop and noop["orders_per_s"],
             "ours_over_noop": ratio(ours and ours["orders_per_s"], noop and noop["orders_per_s"]),
+            "queued_ours_over_noop": ratio(
+                queued and queued["orders_per_s"], queued_noop and queued_noop["orders_per_s"]
+            ),
             "ours_over_naive": ratio(ours and ours["orders_per_s"], naive and naive["orders_per_s"]),
             "rss_ours_over_noop": ratio(ours and ours["rss_per_process_mb"], noop and noop["rss_per_process_mb"]),
         })  # fmt: skip
@@ -348,6 +378,7 @@ def run(settings: Settings, *, variants: list[Variant], runs: int, results_root:
             "placement": settings.placement
             + ("" if settings.placement == "http" else " (placement service called in client processes, no HTTP)"),
             "bare Celery": f"{NOOP_TASKS_PER_ORDER} no-op tasks per order (at least {NOOP_MIN_TASKS:,})",
+            "queued": "yes: the workers alone, draining orders and no-ops queued first" if settings.queued else "no",
         }
         | {variant.name: variant.description for variant in variants},
     }
@@ -365,6 +396,10 @@ def run(settings: Settings, *, variants: list[Variant], runs: int, results_root:
             print(f"run {number}/{runs}: bare celery no-op ...", flush=True)
             rows.append(measure_noop(settings, run=number, work_dir=work_dir))
             print("   ", rows[-1])
+            if settings.queued:
+                print(f"run {number}/{runs}: ours and bare celery no-op, queued first, then drained ...", flush=True)
+                rows += measure_queued(settings, run=number, work_dir=work_dir)
+                print("   ", rows[-2], "\n   ", rows[-1])
     ratio_rows = ratios(rows)
     summary = report.summarize(rows, group_by="variant", columns=COLUMNS)
     ratio_summary = report.summarize(ratio_rows, group_by="variant", columns=RATIO_COLUMNS)
@@ -396,6 +431,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--placement", choices=("auto", "http", "direct"), default="auto")
     parser.add_argument("--variants", default="ours,naive", help="comma-separated, of ours, naive")
     parser.add_argument("--results", type=Path, default=None, help="results root (default bench/results)")
+    parser.add_argument(
+        "--no-queued", action="store_true", help="skip the workers-alone drain of queued orders and no-ops"
+    )
     arguments = parser.parse_args(argv)
     placement = arguments.placement
     if placement == "auto":
@@ -407,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
         clients=arguments.clients,
         processes=arguments.processes,
         placement=placement,
+        queued=not arguments.no_queued and "ours" in arguments.variants.split(","),
     )
     variants = [VARIANTS[name] for name in arguments.variants.split(",")]
     run(settings, variants=variants, runs=arguments.runs, results_root=arguments.results)

@@ -98,13 +98,22 @@ def test_orders_reports_both_variants_bare_celery_and_the_ratios_and_loses_no_or
     directory = results["orders"]
 
     rows = {row["variant"]: row for row in read_csv(directory / "runs.csv")}
-    assert set(rows) == {"ours", "naive", "bare celery no-op", "ratios"}
+    assert set(rows) == {
+        "ours",
+        "naive",
+        "bare celery no-op",
+        "ours, queued",
+        "bare celery no-op, queued",
+        "ratios",
+    }
     for variant in ("ours", "naive"):
         assert all(rows[variant][column.key] != "" for column in orders.COLUMNS), rows[variant]
         assert rows[variant]["placed"] == "30"
     assert (rows["ours"]["completed"], rows["ours"]["emails"], rows["ours"]["events"]) == ("30", "30", "30")
     assert rows["ours"]["lost"] == "0"
     assert rows["bare celery no-op"]["lost"] == "0"
+    assert (rows["ours, queued"]["lost"], rows["bare celery no-op, queued"]["lost"]) == ("0", "0")
+    assert rows["ours, queued"]["orders_per_s"] != ""
     assert all(rows["ratios"][column.key] != "" for column in orders.RATIO_COLUMNS)
     markdown = (directory / "report.md").read_text()
     assert all(column.heading in markdown for column in orders.COLUMNS + orders.RATIO_COLUMNS)
