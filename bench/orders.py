@@ -298,17 +298,19 @@ def _start_clients(processes, environment, settings, variant, url, skus, run_dir
     return clients
 
 
-def measure_noop(settings: Settings, *, run: int, work_dir: Path) -> dict:
-    """Bare Celery in the same run: the project's app and worker command, a no-op task, a fresh redis-server."""
+def measure_noop(settings: Settings, *, run: int, work_dir: Path, queued: bool = False) -> dict:
+    """Bare Celery in the same run: the project's app and worker command, a no-op task, a fresh redis-server;
+    end to end, or with `queued` the tasks queued first and then drained."""
     tasks = max(NOOP_MIN_TASKS, NOOP_TASKS_PER_ORDER * settings.orders)
     result = engines.measure_end_to_end(
         engines.ENGINES["celery-production"],
         tasks=tasks,
         processes=settings.processes,
-        run_dir=work_dir / f"noop-{run}",
+        run_dir=work_dir / f"noop-{'queued-' if queued else ''}{run}",
+        queued=queued,
     )
     return {
-        "variant": "bare celery no-op",
+        "variant": "bare celery no-op, queued" if queued else "bare celery no-op",
         "run": run,
         "orders": tasks,
         "orders_per_s": result["tasks_per_s"],
@@ -320,22 +322,11 @@ def measure_noop(settings: Settings, *, run: int, work_dir: Path) -> dict:
 
 def measure_queued(settings: Settings, *, run: int, work_dir: Path) -> list[dict]:
     """The workers alone: orders queued first then drained, and as many no-op tasks per order as end to end."""
-    orders = worker.run(orders=settings.orders, concurrency=settings.processes)
-    tasks = max(NOOP_MIN_TASKS, NOOP_TASKS_PER_ORDER * settings.orders)
-    noop = engines.measure_end_to_end(
-        engines.ENGINES["celery-production"],
-        tasks=tasks,
-        processes=settings.processes,
-        run_dir=work_dir / f"noop-queued-{run}",
-        queued=True,
-    )
-    return [
-        {"variant": "ours, queued", "run": run, "orders": settings.orders,
-         "orders_per_s": orders["drain_orders_per_second"], "lost": settings.orders - orders["statuses"].get(
-             "completed", 0)},
-        {"variant": "bare celery no-op, queued", "run": run, "orders": tasks, "orders_per_s": noop["tasks_per_s"],
-         "worker_rss_mb": noop["peak_rss_mb"], "rss_per_process_mb": noop["rss_per_process_mb"], "lost": noop["lost"]},
-    ]  # fmt: skip
+    drained = worker.run(orders=settings.orders, concurrency=settings.processes)
+    completed = drained["statuses"].get("completed", 0)
+    ours = {"variant": "ours, queued", "run": run, "orders": settings.orders,
+            "orders_per_s": drained["drain_orders_per_second"], "lost": settings.orders - completed}  # fmt: skip
+    return [ours, measure_noop(settings, run=run, work_dir=work_dir, queued=True)]
 
 
 def ratios(rows: list[dict]) -> list[dict]:
