@@ -53,6 +53,9 @@ SOAK_SETTINGS = {
     "CELERY_MAX_TASK_DELAY_SECONDS": "10",
     "CELERY_VISIBILITY_TIMEOUT": "30",
     "ORDER_STUCK_AFTER_SECONDS": "45",
+    # A real provider answers in a few hundred milliseconds: with an instant sandbox, kills would almost never land
+    # between the charge and the completion, the window the guarantees are about.
+    "PAYMENT_SANDBOX_LATENCY_MS": "100",
 }
 # A client keeps retrying one order under its key this long: longer than any outage the soak causes.
 CLIENT_RETRY_SECONDS = 120
@@ -63,6 +66,13 @@ PROGRESS_EVERY_SECONDS = 5
 # Once the clients are done, chaos goes on until every order is final, at most this long.
 CHAOS_AFTER_PLACEMENT_MAX_SECONDS = 120
 FINAL = ("completed", "failed", "cancelled")
+# Lines of the workers' logs worth a look after a soak, even when nothing was lost.
+LOG_FINDINGS = {
+    "worker crashed (Unrecoverable error)": "Unrecoverable error",
+    "message rejected without requeue (a retry could not be published)": "reject requeue=False",
+    "poison message dead-lettered": "Poison message",
+    "deadlock detected (retried)": "deadlock detected",
+}
 MESSAGE_ID = re.compile(r"<([0-9a-f-]{36})\.([a-z_]+)@")
 ORDER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -126,6 +136,18 @@ class Chaos:
             f"SIGKILL {worker.bench_name} (process group {worker.pid}, {len(children)} pool children);"  # type: ignore[attr-defined]
             f" started {replacement.bench_name}"  # type: ignore[attr-defined]
         )
+
+    def replace_exited(self) -> None:
+        """Start a replacement for any worker that exited on its own, as a supervisor (Kubernetes, systemd) would."""
+        for worker in [worker for worker in self.workers if worker.poll() is not None]:
+            self.processes.stop(worker, grace=0)
+            self.workers.remove(worker)
+            replacement = self.start_worker()
+            self.kills["exited by itself"] += 1
+            self.record(
+                f"{worker.bench_name} exited by itself (status {worker.returncode}); started"  # type: ignore[attr-defined]
+                f" {replacement.bench_name}"  # type: ignore[attr-defined]
+            )
 
     def restart_redis(self, broker: env.RedisServer, *, down_seconds: float) -> None:
         self.record(f"stopping the broker redis-server (SIGTERM), down for {down_seconds:g} s")
@@ -247,6 +269,15 @@ def count(placed_ids: set[str], *, sandbox_url: str, mail_log: Path) -> dict:
     }
 
 
+def log_findings(work_dir: Path) -> dict[str, int]:
+    """How many times each of LOG_FINDINGS appears in the workers' logs (one log record per line)."""
+    found = Counter()
+    for path in work_dir.glob("worker-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            found.update(name for name, text in LOG_FINDINGS.items() if text in line)
+    return {name: found[name] for name in LOG_FINDINGS}
+
+
 def soak(settings: Settings, *, work_dir: Path) -> tuple[dict, Chaos, dict]:
     """One soak, start to finish; (counts, chaos, placement report)."""
     with env.Processes(work_dir) as processes:
@@ -282,6 +313,7 @@ def soak(settings: Settings, *, work_dir: Path) -> tuple[dict, Chaos, dict]:
                 if not redis_restarted and (progress["orders"] >= settings.orders / 2 or placement_done_at):
                     chaos.restart_redis(broker, down_seconds=settings.redis_down)
                     redis_restarted = True
+                chaos.replace_exited()
                 if now - last_kill >= settings.kill_every:
                     chaos.kill_one()
                     last_kill = now
@@ -292,10 +324,11 @@ def soak(settings: Settings, *, work_dir: Path) -> tuple[dict, Chaos, dict]:
                     not progress["unfinished"] or now - placement_done_at > CHAOS_AFTER_PLACEMENT_MAX_SECONDS
                 ):
                     break
-            chaos.record(f"chaos ends: {sum(chaos.kills.values())} kills ({dict(chaos.kills)}), 1 Redis restart")
+            chaos.record(f"chaos ends: {dict(chaos.kills)}, 1 Redis restart")
 
             settle_until = time.monotonic() + settings.settle_seconds
             while not _settled(progress := _progress(connection)) and time.monotonic() < settle_until:
+                chaos.replace_exited()
                 if time.monotonic() - last_print >= PROGRESS_EVERY_SECONDS:
                     print(_describe(progress, time.monotonic() - chaos.started_at), flush=True)
                     last_print = time.monotonic()
@@ -311,6 +344,7 @@ def soak(settings: Settings, *, work_dir: Path) -> tuple[dict, Chaos, dict]:
         counts = count(set(placement["ids"].values()), sandbox_url=sandbox.url, mail_log=work_dir / "mail.log")
         counts["duration_s"] = time.monotonic() - chaos.started_at
         counts["settled"] = _settled(progress)
+        counts["log_findings"] = log_findings(work_dir)
     return counts, chaos, placement
 
 
@@ -338,6 +372,8 @@ def render(settings: Settings, counts: dict, chaos: Chaos, placement: dict) -> t
         f"- dead letters: {counts['dead_letters'] or 'none'}",
         f"- emails sent: {counts['emails']:,}; charges in the sandbox ledger: {counts['charges']:,}",
         f"- settled before the deadline: {'yes' if counts['settled'] else 'NO'}",
+        f"- workers that exited by themselves (replaced, as a supervisor would): {chaos.kills['exited by itself']}",
+        *(f"- in the worker logs, {name}: {number}" for name, number in counts["log_findings"].items()),
     ]
     header = {
         "Machine": report.machine(),
