@@ -362,6 +362,7 @@ def soak(settings: Settings, *, work_dir: Path) -> tuple[dict, Chaos, dict]:
         counts["duration_s"] = time.monotonic() - chaos.started_at
         counts["settled"] = _settled(progress)
         counts["log_findings"] = log_findings(work_dir)
+        counts["kills"] = dict(chaos.kills)
     return counts, chaos, placement
 
 
@@ -408,7 +409,7 @@ def render(settings: Settings, counts: dict, chaos: Chaos, placement: dict) -> t
             "broker": "its own redis-server, appendonly yes, appendfsync everysec",
             "chaos": f"SIGKILL a random worker every {settings.kill_every:g} s ({POOL_CHILD_SHARE:.0%} a pool child, "
             f"else its whole process group, then a replacement); Redis stopped for {settings.redis_down:g} s once",
-            "settings": ", ".join(f"{name}={value}" for name, value in SOAK_SETTINGS.items()),
+            "settings": ", ".join(f"{name}={os.environ.get(name, value)}" for name, value in SOAK_SETTINGS.items()),
             "seed": str(settings.seed),
         },
     }
