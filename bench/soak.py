@@ -279,6 +279,38 @@ def count(placed_ids: set[str], *, sandbox_url: str, mail_log: Path) -> dict:
     }
 
 
+def diagnose(order_ids: list[str]) -> list[str]:
+    """For orders whose effects went wrong: their confirmation's notification row and outbox message, one line each.
+
+    No notification row although its outbox message was sent means the task never ran: the message was lost between
+    Redis and a worker. A row sent after several attempts means a worker died after sending, before marking it sent.
+    """
+    if not order_ids:
+        return []
+    with contextlib.closing(env.database()) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT o.id::text, o.status, o.attempts, n.status, n.attempts, m.id::text, m.sent_at, m.publish_attempts
+            FROM orders_order o
+            LEFT JOIN notifications_notification n
+              ON n.order_id = o.id AND n.channel = 'email' AND n.kind = 'order_confirmation'
+            LEFT JOIN jobs_outboxmessage m
+              ON m.name = 'notifications.send_notification' AND m.payload->>'order_id' = o.id::text
+             AND m.payload->>'kind' = 'order_confirmation' AND m.payload->>'channel' = 'email'
+            WHERE o.id::text = ANY(%s)
+            ORDER BY o.id
+            """,
+            [order_ids],
+        )
+        rows = cursor.fetchall()
+    return [
+        f"- order {order_id} ({status}, processing started {attempts}x): confirmation "
+        + (f"{notification} after {tries} attempt(s)" if notification else "never claimed by any task")
+        + (f"; its message {message} published {published} time(s), last at {sent_at:%H:%M:%S.%f}" if sent_at else "")
+        for order_id, status, attempts, notification, tries, message, sent_at, published in rows
+    ]
+
+
 def log_findings(work_dir: Path) -> dict[str, int]:
     """How many times each of LOG_FINDINGS appears in the workers' logs (one log record per line)."""
     found = Counter()
@@ -363,6 +395,8 @@ def soak(settings: Settings, *, work_dir: Path) -> tuple[dict, Chaos, dict]:
         counts["settled"] = _settled(progress)
         counts["log_findings"] = log_findings(work_dir)
         counts["kills"] = dict(chaos.kills)
+        wrong = [*counts["duplicates"].values(), *counts["missing"].values()]
+        counts["diagnosis"] = diagnose(sorted({order_id for ids in wrong for order_id in ids}))
     return counts, chaos, placement
 
 
@@ -416,11 +450,15 @@ def render(settings: Settings, counts: dict, chaos: Chaos, placement: dict) -> t
     markdown = report.describe("Soak: chaos under load", header)
     markdown += f"\n## Result: {verdict}\n\n{table}\n\n### Duplicated effects\n\n" + "\n".join(details)
     markdown += "\n\n### Lost effects (of orders that are final)\n\n" + "\n".join(missing)
+    if counts["diagnosis"]:
+        markdown += "\n\n### Orders with a lost or duplicated effect\n\n" + "\n".join(counts["diagnosis"])
     markdown += "\n\n### Observations\n\n" + "\n".join(observations)
     markdown += "\n\n## Chaos log\n\n```\n" + "\n".join(chaos.log) + "\n```\n"
+    diagnosis = [*counts["diagnosis"], ""] if counts["diagnosis"] else []
     printed = "\n".join(
-        [table, "", "duplicated effects:", *details, "", "lost effects:", *missing, "", *observations, "", verdict]
+        [table, "", "duplicated effects:", *details, "", "lost effects:", *missing, "", *diagnosis, *observations]
     )
+    printed += f"\n\n{verdict}"
     return printed, markdown
 
 
