@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -500,5 +501,9 @@ def main(argv: list[str] | None = None) -> None:
         for path in [*work_dir.glob("*.log"), work_dir / "placement.json"]:
             with contextlib.suppress(FileNotFoundError):
                 (directory / "logs" / path.name).write_bytes(path.read_bytes())
+        if not passed(counts):
+            # The broker's append-only file is every command Redis ran: where a lost message was pushed and popped.
+            for broker in work_dir.glob("broker-*/"):
+                shutil.copytree(broker, directory / "logs" / broker.name)
     print(printed, f"\nReport: {directory / 'report.md'}", sep="\n", flush=True)
     sys.exit(0 if passed(counts) else 1)
