@@ -38,6 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import redis
 
 from bench import environment as env
@@ -128,7 +129,7 @@ class Chaos:
 
     def kill_one(self) -> None:
         worker = self.chooser.choice(self.workers)
-        children = env.tree(worker.pid)[1:]
+        children = [child for child in env.tree(worker.pid)[1:] if _alive(child)]
         if children and self.chooser.random() < POOL_CHILD_SHARE:
             child = self.chooser.choice(children)
             with contextlib.suppress(ProcessLookupError):
@@ -166,6 +167,14 @@ class Chaos:
         if not broker.start():
             raise RuntimeError(f"The broker redis-server on port {broker.port} did not come back.")
         self.record("broker redis-server is back (append-only file replayed)")
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Running, not a zombie: a pool child killed a moment ago stays listed until its main process reaps it."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def soak_environment() -> dict[str, str]:
