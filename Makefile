@@ -1,5 +1,5 @@
 # Everyday verbs. Each one is a line a newcomer can read; the scripts in bin/ say what they do.
-.PHONY: run test lint format check stats screenshots bench
+.PHONY: run test lint format check stats screenshots bench soak
 
 run:      ## set up (venv, dependencies, database, demo catalog) and run web + worker + beat + Flower
 	bin/run
@@ -30,3 +30,7 @@ bench:    ## the engines table (Celery, RQ, Huey, Dramatiq), the order pipeline 
 	.venv/bin/python -m bench engines
 	.venv/bin/python -m bench orders
 	.venv/bin/python -m bench profile
+
+soak:     ## 2,000 orders through the API while workers are killed and Redis restarts; fails on a lost or doubled order
+	bin/bootstrap requirements-dev.txt
+	.venv/bin/python -m bench soak

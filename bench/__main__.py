@@ -3,9 +3,15 @@
 import signal
 import sys
 
-from bench import engines, orders, profiling, worker
+from bench import engines, orders, profiling, soak, worker
 
-COMMANDS = {"engines": engines.main, "orders": orders.main, "profile": profiling.main, "worker": worker.main}
+COMMANDS = {
+    "engines": engines.main,
+    "orders": orders.main,
+    "profile": profiling.main,
+    "soak": soak.main,
+    "worker": worker.main,
+}
 
 
 def _stop(signum, frame) -> None:
