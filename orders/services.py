@@ -188,6 +188,8 @@ def _reserve_stock(order: Order) -> list[ReservedLine] | None:
     """Take the order's units from stock, or fail the order if any product is short. Returns the lines."""
     # One statement: lock the order's products in id order (two orders sharing products cannot deadlock), then
     # take every line's units, or none of them when one product is short. The stock >= 0 constraint backs it up.
+    # NO KEY UPDATE, the lock an UPDATE of stock takes anyway: it does not wait for (or block) the KEY SHARE locks
+    # that placing an order takes on its products (foreign key checks), which deadlocked with FOR UPDATE.
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -197,7 +199,7 @@ def _reserve_stock(order: Order) -> list[ReservedLine] | None:
                 JOIN {OrderItem._meta.db_table} item ON item.product_id = product.id
                 WHERE item.order_id = %s
                 ORDER BY product.id
-                FOR UPDATE OF product
+                FOR NO KEY UPDATE OF product
             ), taken AS (
                 UPDATE {Product._meta.db_table} product SET stock = product.stock - wanted.quantity
                 FROM wanted

@@ -1,9 +1,10 @@
 import json
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs.models import OutboxMessage
@@ -289,6 +290,44 @@ def test_two_concurrent_orders_cannot_oversell_the_last_unit(sandbox, settings):
     assert Order.objects.get(status=Status.FAILED).failure_reason == "Out of stock: LAST-1"
     assert Product.objects.get(sku="LAST-1").stock == 0
     assert len(sandbox.redis.keys("sandbox:charge:*")) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reserving_stock_does_not_wait_for_an_order_being_placed_on_the_same_product(product, sandbox):
+    # given: an order to process, and another order for the same product being placed: its items' foreign keys
+    # are checked (KEY SHARE locks on the product) when it commits; here checked at once, and the commit held
+    order = place()
+    placed, release = threading.Event(), threading.Event()
+
+    def place_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                place(email="grace@example.com")
+                placed.set()
+                release.wait(timeout=10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=place_and_hold)
+    holder.start()
+    assert placed.wait(timeout=10)
+
+    # when: the first order is processed meanwhile, giving up on any lock it would wait for
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        services.process_order(order_id=str(order.id))
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+        release.set()
+        holder.join(timeout=10)
+
+    # then: it took the stock without waiting for the placement
+    assert Order.objects.get(pk=order.pk).status == Status.COMPLETED
+    assert Product.objects.get(sku="MUG-001").stock == 8
 
 
 # --- cancel, fail, retry, reconcile ---------------------------------------------------------------------------------
