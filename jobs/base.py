@@ -61,3 +61,14 @@ class ReliableTask(Task):
     def replay(self, **kwargs) -> None:
         """Schedule this task again after ops asked to replay its dead letter (inside a transaction)."""
         services.enqueue_on_commit(self, **kwargs)
+
+
+class EventConsumerTask(ReliableTask):
+    """The base of a task that receives the outbox relay's batches of events (`OUTBOX_EVENT_CONSUMERS`).
+
+    Once it has stored a batch, it confirms the events, so the relay does not send them again; a batch lost in
+    Redis is sent again after OUTBOX_EVENT_REDELIVER_AFTER_SECONDS, so its body must be idempotent per event id.
+    """
+
+    def on_success(self, retval, task_id, args, kwargs):
+        services.confirm_events(event_ids=[event["event_id"] for event in kwargs["events"]])

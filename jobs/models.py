@@ -23,6 +23,10 @@ class OutboxMessage(models.Model):
     payload = models.JSONField(default=dict)
     created_at = models.DateTimeField(db_default=Now())
     sent_at = models.DateTimeField(null=True, blank=True)
+    # EVENT rows: when a consumer confirmed it stored the event (jobs.base.EventConsumerTask). A batch message can be
+    # lost after it was published (Redis restarted without its append-only file, or a worker killed between taking
+    # a message and recording it unacknowledged); the relay sends unconfirmed events again.
+    delivered_at = models.DateTimeField(null=True, blank=True)
     publish_attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
 
@@ -30,6 +34,12 @@ class OutboxMessage(models.Model):
         indexes = [
             # The relay scans only unsent rows, oldest first; sent rows stay out of the index.
             models.Index(fields=["created_at"], condition=models.Q(sent_at__isnull=True), name="outbox_unsent_idx"),
+            # Events sent and not confirmed yet: a handful at any time, scanned by the relay for lost batches.
+            models.Index(
+                fields=["sent_at"],
+                condition=models.Q(kind="event", sent_at__isnull=False, delivered_at__isnull=True),
+                name="outbox_unconfirmed_event_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -135,13 +135,18 @@ def _relay_tasks(batch_size: int) -> tuple[int, int]:
 
 @transaction.atomic
 def _relay_events(batch_size: int) -> int:
-    messages = list(
-        OutboxMessage.objects.select_for_update(skip_locked=True)
-        .filter(kind=OutboxMessage.Kind.EVENT, sent_at__isnull=True)
-        .order_by("created_at")[:batch_size]
-    )
+    # Events never sent first; then events sent long ago that no consumer confirmed: their batch was lost in Redis.
+    candidates = OutboxMessage.objects.select_for_update(skip_locked=True).filter(kind=OutboxMessage.Kind.EVENT)
+    messages = list(candidates.filter(sent_at__isnull=True).order_by("created_at")[:batch_size])
+    if len(messages) < batch_size:
+        unconfirmed_before = timezone.now() - timedelta(seconds=settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS)
+        lost = candidates.filter(delivered_at__isnull=True, sent_at__lt=unconfirmed_before).order_by("sent_at")
+        messages += lost[: batch_size - len(messages)]
     if not messages:
         return 0
+    resent = sum(message.sent_at is not None for message in messages)
+    if resent:
+        logger.warning("Relay sends %d events again: no consumer confirmed them", resent)
     events = [
         {
             "event_id": str(message.id),
@@ -161,6 +166,11 @@ def _relay_events(batch_size: int) -> int:
         sent_at=Now(), publish_attempts=F("publish_attempts") + 1
     )
     return len(messages)
+
+
+def confirm_events(*, event_ids: list[str]) -> int:
+    """Record that a consumer stored these events, so the relay never sends them again; return how many."""
+    return OutboxMessage.objects.filter(pk__in=event_ids, delivered_at__isnull=True).update(delivered_at=Now())
 
 
 def record_dead_letter(

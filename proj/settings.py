@@ -210,8 +210,14 @@ OUTBOX_RELAY_AFTER_SECONDS = env_int("OUTBOX_RELAY_AFTER_SECONDS", 10)
 # How often beat runs the relay; events for analytics wait at most about this long.
 OUTBOX_RELAY_INTERVAL_SECONDS = env_float("OUTBOX_RELAY_INTERVAL_SECONDS", 2.0)
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
-# Where events go: each consumer task receives batches of `events`.
+# Where events go: each consumer task receives batches of `events` and confirms them once stored
+# (jobs.base.EventConsumerTask). One confirmation stands for every consumer, so a second consumer needs receipts
+# of its own before it is added here.
 OUTBOX_EVENT_CONSUMERS = env_list("OUTBOX_EVENT_CONSUMERS", "analytics.track_events")
+# Events sent this long ago that no consumer confirmed were lost with their batch (Redis restarted without its
+# append-only file, or a worker killed between taking the message and recording it unacknowledged): sent again.
+# Longer than the visibility timeout, so a batch held by a dead worker comes back by itself first.
+OUTBOX_EVENT_REDELIVER_AFTER_SECONDS = env_int("OUTBOX_EVENT_REDELIVER_AFTER_SECONDS", 15 * 60)
 
 # --- Celery --------------------------------------------------------------------------------------------------------
 # Read by proj/celery.py through config_from_object(namespace="CELERY").

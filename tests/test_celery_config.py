@@ -117,9 +117,11 @@ def test_the_production_defaults_keep_the_bound_too():
     assert {source: delay for source, delay in report["delays"].items() if delay >= 600} == {}
 
 
-def test_the_stuck_order_threshold_waits_for_redelivery_first():
-    # Redis redelivers a dead worker's message after the visibility timeout; the reconciler comes after that.
+def test_the_recovery_thresholds_wait_for_redelivery_first():
+    # Redis redelivers a dead worker's message after the visibility timeout; the reconcilers and the relay's second
+    # sending of unconfirmed events come after that.
     assert settings.ORDER_STUCK_AFTER_SECONDS > settings.CELERY_VISIBILITY_TIMEOUT
+    assert settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS > settings.CELERY_VISIBILITY_TIMEOUT
 
 
 @pytest.mark.parametrize("name", ["orders.process_order", "notifications.send_notification", "analytics.track_events"])

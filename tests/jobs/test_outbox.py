@@ -1,9 +1,13 @@
 import base64
 import json
+from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
+from analytics.models import Event
+from analytics.tasks import track_events_task
 from jobs import services
 from jobs.exceptions import DeadLetterAlreadyReplayed, DeadLetterNotFound
 from jobs.models import DeadLetter, OutboxMessage, TaskDelivery
@@ -139,6 +143,47 @@ def test_the_relay_batches_events_for_each_consumer():
         (str(second.id), "order_completed", {"order_id": "a", "total": "1.00"}),
     ]
     assert services.relay_outbox().events_sent == 0
+
+
+ORDER_A, ORDER_B = "0b6bd2b5-7c1a-4a5e-9d27-3f1c6f1d2c11", "5d0f1f0e-3b8a-4f4e-8c55-0f1b1d7e9a21"
+
+
+def published_event_ids(queue: str) -> list[list[str]]:
+    """The event ids of each batch waiting in `queue`."""
+    batches = []
+    for message in queued_messages(queue):
+        _args, kwargs, _options = json.loads(base64.b64decode(message["body"]))
+        batches.append([event["event_id"] for event in kwargs["events"]])
+    return batches
+
+
+def test_a_stored_batch_is_confirmed_and_an_unconfirmed_one_is_sent_again_after_a_while(settings):
+    # given: two events sent in one batch; the batch reaches analytics for the first only (the second's was lost)
+    settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS = 600
+    with transaction.atomic():
+        stored = services.emit_event("order_placed", order_id=ORDER_A, total="1.00")
+        lost = services.emit_event("order_placed", order_id=ORDER_B, total="1.00")
+    services.relay_outbox()
+    [[first, second]] = published_event_ids("analytics")
+    assert (first, second) == (str(stored.id), str(lost.id))
+    event = {"event_id": str(stored.id), "type": "order_placed", "occurred_at": "2026-11-27T10:00:00+00:00",
+             "data": {"order_id": ORDER_A, "total": "1.00"}}  # fmt: skip
+    # the consumer's body, then the hook Celery calls when it succeeded
+    track_events_task(events=[event])
+    track_events_task.on_success(1, "task-id", (), {"events": [event]})
+    celery_app.connection_for_write().default_channel.client.delete("analytics")
+
+    # when: the relay runs before and after the redelivery delay
+    assert services.relay_outbox().events_sent == 0
+    OutboxMessage.objects.update(sent_at=timezone.now() - timedelta(seconds=601))
+    report = services.relay_outbox()
+
+    # then: only the unconfirmed event goes again, once
+    assert report.events_sent == 1
+    assert published_event_ids("analytics") == [[str(lost.id)]]
+    assert services.relay_outbox().events_sent == 0
+    assert Event.objects.filter(event_id=stored.id).count() == 1
+    assert list(OutboxMessage.objects.filter(delivered_at__isnull=False).values_list("pk", flat=True)) == [stored.pk]
 
 
 @pytest.mark.django_db(transaction=True)
