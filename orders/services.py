@@ -5,6 +5,7 @@ guarded update (it happens only from the expected status), so a service that run
 once. An order in `processing` always has its stock reserved.
 """
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,12 +16,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import connection, transaction
-from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models import Case, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from jobs.models import OutboxMessage
 from jobs.services import enqueue_on_commit, event_message, publish_on_commit, task_message
+from notifications.models import Notification
+from notifications.services import CLAIM_STALE_AFTER_SECONDS
 from notifications.tasks import send_notification_task
 from orders import tasks  # a module, not its names: tasks.py imports this module too
 from orders.exceptions import OrderNotCancellable, OrderNotFound, OrderNotRetryable, UnknownProduct
@@ -28,7 +31,14 @@ from orders.models import IdempotencyKey, Order, OrderEvent, OrderItem, Product
 from orders.payments import Charge, PaymentDeclined, get_gateway
 from proj.errors import InvalidInput
 
+logger = logging.getLogger(__name__)
+
 Status = Order.Status
+NotificationStatus = Notification.Status
+
+# The notification kinds an order owes its customer: on completion, and on failure.
+CONFIRMATION = "order_confirmation"
+FAILURE_NOTICE = "order_failed"
 
 # ntfy's topic rule: letters, digits, `-` and `_`, at most 64 characters.
 PUSH_TOPIC_PATTERN = re.compile(r"^[-_A-Za-z0-9]{1,64}$")
@@ -226,17 +236,20 @@ def _complete(order: Order, charge: Charge, lines: list[ReservedLine]) -> Order 
     completed = _transition(order.pk, source=(Status.PROCESSING,), target=Status.COMPLETED, payment_reference=charge.id)
     if completed is None:
         return None  # a duplicate delivery completed (or an operator failed) it first
-    context = {
+    publish_on_commit(
+        *_notifications(completed, kind=CONFIRMATION, context=_confirmation_context(completed, lines)),
+        event_message("order_completed", **_event_data(completed)),
+    )
+    return completed
+
+
+def _confirmation_context(order: Order, lines: list[ReservedLine]) -> dict:
+    return {
         "order_id": str(order.pk),
         "total": str(order.total),
         "currency": order.currency,
         "items": [{"sku": line.sku, "name": line.name, "quantity": line.quantity} for line in lines],
     }
-    publish_on_commit(
-        *_notifications(completed, kind="order_confirmation", context=context),
-        event_message("order_completed", **_event_data(completed)),
-    )
-    return completed
 
 
 def fail_order(*, order_id: str, reason: str) -> Order | None:
@@ -254,7 +267,7 @@ def _fail(order_id: str, *, source: str, reason: str, release_stock: bool) -> Or
     if release_stock:
         Product.objects.filter(order_items__order=order).update(stock=F("stock") + _quantity_ordered(order))
     publish_on_commit(
-        *_notifications(order, kind="order_failed", context={"order_id": str(order.pk), "reason": reason}),
+        *_notifications(order, kind=FAILURE_NOTICE, context=_failure_context(order)),
         event_message("order_failed", **_event_data(order), reason=reason),
     )
     return order
@@ -311,6 +324,51 @@ def reconcile_stuck_orders(*, stuck_after: timedelta | None = None, limit: int =
     if order_ids:
         publish_on_commit(*(task_message(tasks.process_order_task, order_id=str(pk)) for pk in order_ids))
     return len(order_ids)
+
+
+@transaction.atomic
+def reconcile_notifications(*, missing_after: timedelta | None = None, limit: int = 500) -> int:
+    """Schedule again the notifications of final orders that have not been sent; return for how many orders.
+
+    The message that sends a notification can vanish after it was published: Redis restarted without its
+    append-only file, or a worker was killed between taking the message and recording it unacknowledged (kombu's
+    Redis transport pops first). The order's final status says what it owes: a completed order its confirmation,
+    a failed one the email saying why, and a push each when the customer gave a topic. Scheduling one again is
+    harmless: a notification already sent (or being sent by a live worker) is not sent twice. Orders that became
+    final within NOTIFICATION_RECONCILE_WINDOW_SECONDS are looked at, oldest first; each tick, at most `limit`.
+    """
+    if missing_after is None:  # not `or`: timedelta(0), "every final order", is falsy
+        missing_after = timedelta(seconds=settings.NOTIFICATION_MISSING_AFTER_SECONDS)
+    now = timezone.now()
+    settled = Notification.objects.filter(order_id=OuterRef("pk"), kind=OuterRef("owed")).filter(
+        Q(status__in=(NotificationStatus.SENT, NotificationStatus.SKIPPED, NotificationStatus.FAILED))
+        | Q(claimed_at__gte=now - timedelta(seconds=CLAIM_STALE_AFTER_SECONDS))
+    )
+    orders = list(
+        Order.objects.filter(
+            status__in=(Status.COMPLETED, Status.FAILED),
+            updated_at__lt=now - missing_after,
+            updated_at__gte=now - timedelta(seconds=settings.NOTIFICATION_RECONCILE_WINDOW_SECONDS),
+        )
+        .annotate(owed=Case(When(status=Status.COMPLETED, then=Value(CONFIRMATION)), default=Value(FAILURE_NOTICE)))
+        .filter(
+            ~Exists(settled.filter(channel="email")) | (~Q(push_topic="") & ~Exists(settled.filter(channel="push")))
+        )
+        .prefetch_related(Prefetch("items", queryset=OrderItem.objects.select_related("product").order_by("product")))
+        .order_by("updated_at")[:limit]
+    )
+    messages = []
+    for order in orders:
+        if order.status == Status.COMPLETED:
+            lines = [ReservedLine(sku=item.product.sku, name=item.product.name, quantity=item.quantity)
+                     for item in order.items.all()]  # fmt: skip
+            messages += _notifications(order, kind=CONFIRMATION, context=_confirmation_context(order, lines))
+        else:
+            messages += _notifications(order, kind=FAILURE_NOTICE, context=_failure_context(order))
+    if messages:
+        logger.warning("Scheduling again the notifications of %d final orders that have none sent", len(orders))
+        publish_on_commit(*messages)
+    return len(orders)
 
 
 def prune_idempotency_keys(*, older_than: timedelta | None = None) -> int:
@@ -379,6 +437,10 @@ def _notifications(order: Order, *, kind: str, context: dict) -> list[OutboxMess
         for channel, recipient in recipients.items()
         if recipient
     ]
+
+
+def _failure_context(order: Order) -> dict:
+    return {"order_id": str(order.pk), "reason": order.failure_reason}
 
 
 def _event_data(order: Order) -> dict:

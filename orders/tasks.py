@@ -35,6 +35,12 @@ def reconcile_stuck_orders_task() -> int:
     return services.reconcile_stuck_orders()
 
 
+# Every five minutes on the maintenance queue: sends again what lost its message; the next tick is the retry.
+@shared_task(name="orders.reconcile_notifications")
+def reconcile_notifications_task() -> int:
+    return services.reconcile_notifications()
+
+
 # A housekeeping tick on the maintenance queue: the next one is the retry, so no retries or dead letters.
 @shared_task(name="orders.prune_idempotency_keys")
 def prune_idempotency_keys_task() -> int:

@@ -16,6 +16,7 @@ QUEUE_BY_APP = {
 # Exceptions to the rule above: housekeeping that must not wait behind its app's backlog.
 QUEUE_BY_TASK = {
     "orders.reconcile_stuck_orders": "maintenance",
+    "orders.reconcile_notifications": "maintenance",
     "orders.prune_idempotency_keys": "maintenance",
 }
 QUEUES = tuple(Queue(name, routing_key=name) for name in dict.fromkeys(QUEUE_BY_APP.values()))

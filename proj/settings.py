@@ -195,6 +195,12 @@ ORDER_MAX_LINES = env_int("ORDER_MAX_LINES", 50)
 # persistence, or a worker vanished): the reconciler schedules it again. Longer than the broker's visibility
 # timeout, so a message that Redis will redeliver anyway is not duplicated needlessly.
 ORDER_STUCK_AFTER_SECONDS = env_int("ORDER_STUCK_AFTER_SECONDS", 15 * 60)
+# A final order whose notification is neither sent nor being sent this long after lost its message (Redis restarted
+# without persistence, or a worker killed as it took the message): the notification reconciler sends it again.
+# Longer than the visibility timeout, so a message that Redis will redeliver anyway is not duplicated needlessly.
+NOTIFICATION_MISSING_AFTER_SECONDS = env_int("NOTIFICATION_MISSING_AFTER_SECONDS", 15 * 60)
+# How far back it looks (orders that became final within this long): bounds its query, leaves a day to recover.
+NOTIFICATION_RECONCILE_WINDOW_SECONDS = env_int("NOTIFICATION_RECONCILE_WINDOW_SECONDS", 24 * 60 * 60)
 
 PAYMENT_GATEWAY = os.environ.get("PAYMENT_GATEWAY", "orders.payments.SandboxGateway")
 # The sandbox keeps its ledger of charges in Redis, outside our database transactions, as a real provider would.
@@ -309,6 +315,11 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-stuck-orders": {
         "task": "orders.reconcile_stuck_orders",
         "schedule": 60.0,
+        "options": {"expire_seconds": 300},
+    },
+    "reconcile-notifications": {
+        "task": "orders.reconcile_notifications",
+        "schedule": 300.0,
         "options": {"expire_seconds": 300},
     },
     "prune-history": {

@@ -56,6 +56,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
         "notifications.send_notification",
         "orders.process_order",
         "orders.prune_idempotency_keys",
+        "orders.reconcile_notifications",
         "orders.reconcile_stuck_orders",
     ]
     for name in tasks:
@@ -67,6 +68,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
     assert route_task("jobs.relay_outbox", (), {}, {})["queue"] == "maintenance"
     assert route_task("jobs.prune_history", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.reconcile_stuck_orders", (), {}, {})["queue"] == "maintenance"
+    assert route_task("orders.reconcile_notifications", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.prune_idempotency_keys", (), {}, {})["queue"] == "maintenance"
 
 
@@ -122,6 +124,7 @@ def test_the_recovery_thresholds_wait_for_redelivery_first():
     # sending of unconfirmed events come after that.
     assert settings.ORDER_STUCK_AFTER_SECONDS > settings.CELERY_VISIBILITY_TIMEOUT
     assert settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS > settings.CELERY_VISIBILITY_TIMEOUT
+    assert settings.NOTIFICATION_MISSING_AFTER_SECONDS > settings.CELERY_VISIBILITY_TIMEOUT
 
 
 @pytest.mark.parametrize("name", ["orders.process_order", "notifications.send_notification", "analytics.track_events"])

@@ -22,7 +22,13 @@ def test_the_database_scheduler_installs_relay_reconciliation_and_pruning():
     DatabaseScheduler(app=celery_app)
 
     tasks = {task.name: task for task in PeriodicTask.objects.select_related("interval", "crontab")}
-    assert sorted(tasks) == ["prune-history", "prune-idempotency-keys", "reconcile-stuck-orders", "relay-outbox"]
+    assert sorted(tasks) == [
+        "prune-history",
+        "prune-idempotency-keys",
+        "reconcile-notifications",
+        "reconcile-stuck-orders",
+        "relay-outbox",
+    ]
     relay, reconcile, prune = tasks["relay-outbox"], tasks["reconcile-stuck-orders"], tasks["prune-history"]
     assert (relay.task, relay.interval.every, relay.interval.period) == ("jobs.relay_outbox", 2, "seconds")
     assert (reconcile.task, reconcile.interval.every) == ("orders.reconcile_stuck_orders", 60)
@@ -35,6 +41,12 @@ def test_the_database_scheduler_installs_relay_reconciliation_and_pruning():
         "orders.prune_idempotency_keys",
         3600,
         "seconds",
+        300,
+    )
+    notifications = tasks["reconcile-notifications"]
+    assert (notifications.task, notifications.interval.every, notifications.expire_seconds) == (
+        "orders.reconcile_notifications",
+        300,
         300,
     )
     assert all(task.enabled for task in tasks.values())
