@@ -314,12 +314,12 @@ CELERY_BEAT_SCHEDULE = {
     },
     "reconcile-stuck-orders": {
         "task": "orders.reconcile_stuck_orders",
-        "schedule": 60.0,
+        "schedule": env_float("ORDER_RECONCILE_INTERVAL_SECONDS", 60.0),
         "options": {"expire_seconds": 300},
     },
     "reconcile-notifications": {
         "task": "orders.reconcile_notifications",
-        "schedule": 300.0,
+        "schedule": env_float("NOTIFICATION_RECONCILE_INTERVAL_SECONDS", 300.0),
         "options": {"expire_seconds": 300},
     },
     "prune-history": {
