@@ -417,7 +417,7 @@ def soak(settings: Settings, *, work_dir: Path) -> tuple[dict, Chaos, dict]:
         counts["settled"] = _settled(progress)
         counts["log_findings"] = log_findings(work_dir)
         counts["kills"] = dict(chaos.kills)
-        wrong = [*counts["duplicates"].values(), *counts["missing"].values()]
+        wrong = [*counts["duplicates"].values(), *counts["missing"].values(), counts["resent"]]
         counts["diagnosis"] = diagnose(sorted({order_id for ids in wrong for order_id in ids}))
     return counts, chaos, placement
 
