@@ -175,3 +175,9 @@ def assert_events_recorded_once(orders, *, event_type: str = "order_completed") 
         )
     )
     assert counts == Counter({order.pk: 1 for order in orders})
+
+
+def queue_lengths(environment: FaultEnvironment) -> dict[str, int]:
+    """Messages waiting in the orders queue, and messages delivered but not acknowledged, in the test's broker."""
+    broker = redis.Redis.from_url(environment.broker_url)
+    return {"orders": broker.llen("orders"), "unacked": broker.hlen("unacked")}
