@@ -270,6 +270,10 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
 # Publishing happens right after a commit, often inside a web request: give up quickly (the outbox relay sends
 # the message later) rather than keep the customer waiting while Redis is down.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# Each of those 3 attempts waits at most this long for Redis to answer (proj/celery.py applies it to publishing
+# connections only), so a Redis that hangs (accepts connections, never answers) holds a request about 1.7 s, not
+# 3 x CELERY_BROKER_SOCKET_TIMEOUT (tests/faults/test_broker_down.py). Consumers keep the longer socket timeout.
+BROKER_PUBLISH_TIMEOUT_SECONDS = env_float("BROKER_PUBLISH_TIMEOUT_SECONDS", 0.5)
 # On losing the broker connection, stop running tasks instead of finishing them: their messages are unacked and
 # will be redelivered, and an ack sent on a new connection would be rejected anyway.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
