@@ -368,6 +368,17 @@ def test_reconcile_schedules_orders_stuck_for_too_long(product):
     assert str(fresh.id) not in scheduled[3:]
 
 
+def test_reconcile_with_no_threshold_schedules_every_unfinished_order(settings, product):
+    settings.ORDER_STUCK_AFTER_SECONDS = 3600
+    pending, completed = place(), place()
+    Order.objects.filter(pk=completed.pk).update(status=Status.COMPLETED)
+
+    count = services.reconcile_stuck_orders(stuck_after=timedelta(0))
+
+    assert count == 1
+    assert outbox("task", "orders.process_order")[-1].payload == {"order_id": str(pending.id)}
+
+
 def test_a_resumed_order_is_charged_once(product, sandbox):
     # given: a worker reserved stock and was killed before charging (the order is left in processing)
     order = place()
