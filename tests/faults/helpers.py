@@ -93,13 +93,15 @@ class FaultEnvironment:
             | overrides
         )
 
-    def start_worker(self, *, concurrency: int = 1, include: str = "", wait: bool = True, **environment) -> Worker:
-        """A prefork worker consuming every queue; by default, wait until it consumes."""
+    def start_worker(
+        self, *, concurrency: int = 1, queues: str = QUEUES, include: str = "", wait: bool = True, **environment
+    ) -> Worker:
+        """A prefork worker consuming `queues` (all by default); by default, wait until it consumes."""
         self._workers += 1
         name = f"worker{self._workers}"
         hostname = f"{name}-{os.getpid()}@{socket.gethostname()}"
         command = [sys.executable, "-m", "celery", "-A", "proj", "worker", "--pool", "prefork"]
-        command += ["--concurrency", str(concurrency), "--queues", QUEUES, "--hostname", hostname]
+        command += ["--concurrency", str(concurrency), "--queues", queues, "--hostname", hostname]
         command += ["--loglevel", "INFO", "--without-mingle", "--without-gossip"]
         if include:
             command += ["--include", include]
@@ -152,10 +154,13 @@ def assert_completed_exactly_once(environment: FaultEnvironment, orders, *, emai
     )
     # Anything still in flight would show up as a duplicate now, not after the test.
     time.sleep(1)
-    charges = environment.charges()
+    ledger = environment.charges()
+    charges = {key: charge for key, charge in ledger.items() if key in {f"order-{order.pk}" for order in orders}}
 
     assert {order.status for order in orders} == {Order.Status.COMPLETED}
     assert charges == {f"order-{order.pk}": order.payment_reference for order in orders}
+    # Nothing else was charged: one charge per completed order in the database, under its own key.
+    assert len(ledger) == Order.objects.filter(status=Order.Status.COMPLETED).count()
     assert environment.emails_by_recipient() == expected_emails
     completed_events = Counter(
         OrderEvent.objects.filter(order__in=orders, status=Order.Status.COMPLETED).values_list("order_id", flat=True)
