@@ -12,7 +12,7 @@ import pytest
 from django.db.models import Count
 
 from analytics.models import Event
-from jobs.models import DeadLetter
+from jobs.models import DeadLetter, OutboxMessage
 from jobs.services import relay_outbox
 from orders.models import Order
 from orders.services import OrderLine, place_order, reconcile_stuck_orders
@@ -43,11 +43,22 @@ def completed_count(orders) -> int:
     return Order.objects.filter(pk__in=[order.pk for order in orders], status=Order.Status.COMPLETED).count()
 
 
-def relay_until(predicate, *, timeout: float, message: str) -> None:
+def state_of(orders) -> dict:
+    """What a failing test reports: orders by status, events by type, the outbox backlog, dead letters."""
+    order_ids = [order.pk for order in orders]
+    return {
+        "orders": dict(Order.objects.filter(pk__in=order_ids).values_list("status").annotate(count=Count("id"))),
+        "events": dict(Event.objects.values_list("event_type").annotate(count=Count("id"))),
+        "unsent outbox": OutboxMessage.objects.filter(sent_at__isnull=True).count(),
+        "dead letters": list(DeadLetter.objects.values_list("task_name", "reason")[:5]),
+    }
+
+
+def relay_until(predicate, *, timeout: float, message: str, orders=()) -> None:
     """Run the outbox relay as beat does (every OUTBOX_RELAY_INTERVAL_SECONDS) until `predicate` holds."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, f"Timed out after {timeout} s waiting for {message}."
+        assert time.monotonic() < deadline, f"Timed out after {timeout} s waiting for {message}: {state_of(orders)}"
         relay_outbox()
         time.sleep(0.5)
 
@@ -75,6 +86,7 @@ def test_five_hundred_orders_survive_a_broker_restart_with_persistence(faults, s
         ),
         timeout=150,
         message="every order to complete and reach analytics",
+        orders=orders,
     )
     assert_completed_exactly_once(faults, orders, emails_timeout=60)
     assert_events_recorded_once(orders, event_type="order_placed")
