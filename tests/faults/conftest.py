@@ -8,9 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.environment import Processes, RedisServer
-from proj.celery import app as celery_app
-from tests.faults.helpers import FaultEnvironment
+# The checks in helpers.py report their values when they fail, as asserts in the tests do.
+pytest.register_assert_rewrite("tests.faults.helpers")
+
+from bench.environment import Processes, RedisServer  # noqa: E402
+from proj.celery import app as celery_app  # noqa: E402
+from tests.faults.helpers import FaultEnvironment  # noqa: E402
 
 
 def point_celery_at(url: str) -> None:
@@ -38,8 +41,7 @@ def fault_environment(processes, tmp_path, sandbox_redis, *, persistent: bool) -
     broker = RedisServer(processes, tmp_path, name="broker", persistent=persistent)
     previous = celery_app.conf.broker_url
     point_celery_at(broker.url)
-    environment = FaultEnvironment(processes, tmp_path, broker_url=broker.url, sandbox_url=sandbox_redis.url)
-    environment.broker = broker
+    environment = FaultEnvironment(processes, tmp_path, broker=broker, sandbox_url=sandbox_redis.url)
     try:
         yield environment
     finally:

@@ -19,7 +19,7 @@ import psutil
 import redis
 
 from analytics.models import Event
-from bench.environment import Processes
+from bench.environment import Processes, RedisServer
 from jobs.models import DeadLetter
 from notifications.models import Notification
 from orders.models import Order, OrderEvent
@@ -61,10 +61,11 @@ class Worker:
 class FaultEnvironment:
     """The processes, broker, payment ledger and mail log of one fault test."""
 
-    def __init__(self, processes: Processes, work_dir: Path, *, broker_url: str, sandbox_url: str) -> None:
+    def __init__(self, processes: Processes, work_dir: Path, *, broker: RedisServer, sandbox_url: str) -> None:
         self.processes = processes
         self.work_dir = work_dir
-        self.broker_url = broker_url
+        self.broker = broker  # stop, kill or restart it in place: same port, same URL
+        self.broker_url = broker.url
         self.sandbox_url = sandbox_url
         self.mail_log = work_dir / "mail.log"
         self._workers = 0
