@@ -24,7 +24,7 @@ from jobs.models import DeadLetter
 from notifications.models import Notification
 from orders.models import Order, OrderEvent
 from tests.helpers import wait_for
-from tests.ops.helpers import database_url
+from tests.ops.helpers import worker_environment
 
 QUEUES = "orders,notifications,analytics,maintenance"
 # Short broker timings for the worker subprocesses, so that redelivery happens in seconds, not minutes. The
@@ -71,27 +71,26 @@ class FaultEnvironment:
         self._workers = 0
 
     def worker_environment(self, **overrides: str) -> dict[str, str]:
-        return (
-            os.environ
-            | {
-                "DJANGO_SETTINGS_MODULE": "tests.settings",
-                "DATABASE_URL": database_url(),
-                "REDIS_URL": self.broker_url,
-                "PAYMENT_SANDBOX_REDIS_URL": self.sandbox_url,
-                # Every email is built as SMTP would and recorded as one line in a file all workers append to.
-                "EMAIL_BACKEND": "bench.mail.RecordingBackend",
-                "BENCH_MAIL_LOG": str(self.mail_log),
-                "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS),
-                "CELERY_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
-                "CELERY_UNACKED_RESTORE_THROTTLE": "1",
-                # SIGTERM starts Celery's cold shutdown, preceded by the soft shutdown (as in production).
-                "REMAP_SIGTERM": "SIGQUIT",
-                "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT": "3",
-                "LOG_FORMAT": "text",
-                "LOG_LEVEL": "INFO",
-                "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-            }
-            | overrides
+        return worker_environment(
+            **(
+                {
+                    "REDIS_URL": self.broker_url,
+                    "PAYMENT_SANDBOX_REDIS_URL": self.sandbox_url,
+                    # Every email is built as SMTP would and recorded as one line in a file all workers append to.
+                    "EMAIL_BACKEND": "bench.mail.RecordingBackend",
+                    "BENCH_MAIL_LOG": str(self.mail_log),
+                    "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS),
+                    "CELERY_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
+                    "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+                    # SIGTERM starts Celery's cold shutdown, preceded by the soft shutdown (as in production).
+                    "REMAP_SIGTERM": "SIGQUIT",
+                    "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT": "3",
+                    "LOG_FORMAT": "text",
+                    "LOG_LEVEL": "INFO",
+                    "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+                }
+                | overrides
+            )
         )
 
     def start_worker(
