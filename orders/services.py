@@ -313,7 +313,8 @@ def reconcile_stuck_orders(*, stuck_after: timedelta | None = None, limit: int =
 
     Each order found is touched, so it is scheduled again at most once per `stuck_after`.
     """
-    stuck_after = stuck_after or timedelta(seconds=settings.ORDER_STUCK_AFTER_SECONDS)
+    if stuck_after is None:  # not `or`: timedelta(0), "every unfinished order", is falsy
+        stuck_after = timedelta(seconds=settings.ORDER_STUCK_AFTER_SECONDS)
     order_ids = list(
         Order.objects.select_for_update(skip_locked=True)
         .filter(status__in=(Status.PENDING, Status.PROCESSING), updated_at__lt=timezone.now() - stuck_after)

@@ -6,7 +6,24 @@ from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
 
-app = Celery("proj")
+
+class App(Celery):
+    def connection_for_write(self, url=None, **kwargs):
+        """Connections that publish wait at most BROKER_PUBLISH_TIMEOUT_SECONDS for Redis to answer.
+
+        Publishing happens right after a commit, often inside a web request; a Redis that hangs (accepts the
+        connection, never answers) would otherwise hold the request for the broker's socket_timeout, which stays
+        longer for the consumers. A publish that times out is the outbox relay's to send later.
+        """
+        from django.conf import settings
+
+        timeout = settings.BROKER_PUBLISH_TIMEOUT_SECONDS
+        options = {**self.conf.broker_transport_options, "socket_timeout": timeout, "socket_connect_timeout": timeout}
+        kwargs["transport_options"] = options | (kwargs.get("transport_options") or {})
+        return super().connection_for_write(url, **kwargs)
+
+
+app = App("proj")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

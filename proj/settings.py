@@ -269,9 +269,10 @@ CELERY_MAX_TASK_DELAY_SECONDS = env_int("CELERY_MAX_TASK_DELAY_SECONDS", 300)
 CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
-    # Sweep for messages of dead workers every ~30 s instead of kombu's default of ~100 s.
-    "unacked_restore_interval": 10,
-    "unacked_restore_throttle": 3,
+    # Sweep for messages of dead workers every ~30 s instead of kombu's default of ~100 s. The fault tests shorten
+    # both (with the visibility timeout), so a killed worker's message comes back in seconds.
+    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL_SECONDS", 10),
+    "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 3),
     # A broker that vanished without closing the TCP connection must not hang a publish forever.
     "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 5.0),
     "socket_connect_timeout": env_float("CELERY_BROKER_CONNECT_TIMEOUT", 2.0),
@@ -281,9 +282,19 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
 # Publishing happens right after a commit, often inside a web request: give up quickly (the outbox relay sends
 # the message later) rather than keep the customer waiting while Redis is down.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# Each of those 3 attempts waits at most this long for Redis to answer (proj/celery.py applies it to publishing
+# connections only), so a Redis that hangs (accepts connections, never answers) holds a request about 1.7 s, not
+# 3 x CELERY_BROKER_SOCKET_TIMEOUT (tests/faults/test_broker_down.py). Consumers keep the longer socket timeout.
+BROKER_PUBLISH_TIMEOUT_SECONDS = env_float("BROKER_PUBLISH_TIMEOUT_SECONDS", 0.5)
 # On losing the broker connection, stop running tasks instead of finishing them: their messages are unacked and
 # will be redelivered, and an ack sent on a new connection would be rejected anyway.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Rolling restarts: workers run with REMAP_SIGTERM=SIGQUIT (docker-compose.yml, and the pod spec), so SIGTERM starts a
+# soft shutdown: running tasks get this many seconds to finish, then they are cancelled and their unacknowledged
+# messages go back to the queue for another worker (tests/faults/test_rolling_restart.py). 25 s fits inside
+# Kubernetes' default terminationGracePeriodSeconds (30 s) with room for the cold shutdown; the grace period of
+# whatever stops workers (compose's stop_grace_period, the pod's) must stay above it, or SIGKILL comes first.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 25.0)
 # Workers and beat started before Redis keep retrying instead of exiting (startup order does not matter).
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Task events feed Flower and the worker-side metrics.

@@ -41,6 +41,21 @@ def test_reliability_settings():
     assert app.conf.task_soft_time_limit < app.conf.task_time_limit
 
 
+def test_publishing_waits_less_for_redis_than_consuming():
+    publishing = app.connection_for_write().transport_options
+    consuming = app.connection_for_read().transport_options
+
+    assert publishing["socket_timeout"] == publishing["socket_connect_timeout"] == 0.5
+    assert (consuming["socket_timeout"], consuming["socket_connect_timeout"]) == (5.0, 2.0)
+    assert publishing["visibility_timeout"] == consuming["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
+
+
+def test_soft_shutdown_fits_inside_the_grace_period_of_whatever_stops_workers():
+    # Kubernetes' default terminationGracePeriodSeconds; docker-compose.yml gives more (tests/test_project.py).
+    assert 0 < app.conf.worker_soft_shutdown_timeout < 30
+    assert app.conf.result_backend_always_retry is True
+
+
 def test_broker_and_result_backend_share_the_visibility_timeout():
     assert app.conf.broker_transport_options["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
     assert app.conf.result_backend_transport_options["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from celery.bin.celery import celery as celery_cli
+from django.conf import settings
 from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
 
@@ -45,11 +46,17 @@ def test_every_compose_service_parses_and_runs_a_real_entry_point():
     for name in ("migrate", "web", "worker", "beat", "flower"):
         assert services[name]["build"] == "."
         check_entry_point(services[name]["command"])
-    assert "--appendonly" in services["redis"]["command"]
+    redis_command = services["redis"]["command"]
+    assert redis_command[redis_command.index("--appendonly") + 1] == "yes"
+    assert redis_command[redis_command.index("--appendfsync") + 1] == "everysec"
     assert services["redis"]["command"][services["redis"]["command"].index("--maxmemory-policy") + 1] == "noeviction"
     assert "postgres-data:/var/lib/postgresql/data" in services["postgres"]["volumes"]
     worker_queues = services["worker"]["command"][services["worker"]["command"].index("--queues") + 1]
     assert set(worker_queues.split(",")) == {"orders", "notifications", "analytics", "maintenance"}
+    # SIGTERM is a soft shutdown, and compose waits longer than it before SIGKILL.
+    assert services["worker"]["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+    assert services["worker"]["stop_grace_period"] == "60s"
+    assert settings.CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT + 10 <= 60
 
 
 def test_the_procfile_runs_web_worker_beat_and_flower():

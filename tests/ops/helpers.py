@@ -1,5 +1,6 @@
-"""Builders and readers shared by the ops tests."""
+"""Builders and readers shared by the ops tests (and the fault tests' worker subprocesses)."""
 
+import os
 import socket
 import subprocess
 import threading
@@ -62,6 +63,11 @@ def free_port() -> int:
 def database_url() -> str:
     database = settings.DATABASES["default"]
     return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+
+
+def worker_environment(**overrides: str) -> dict[str, str]:
+    """The environment of a worker (or Flower) subprocess: test settings, on the pytest test database."""
+    return os.environ | {"DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": database_url()} | overrides
 
 
 def purge_queues() -> None:

@@ -24,10 +24,10 @@ from tests.helpers import wait_for
 from tests.ops.helpers import (
     TcpProxy,
     check_with_promtool,
-    database_url,
     free_port,
     parse_metrics,
     purge_queues,
+    worker_environment,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -52,10 +52,6 @@ class WorkerProcess:
             if line.startswith("{"):
                 entries.append(json.loads(line))
         return entries
-
-
-def worker_environment(**overrides: str) -> dict[str, str]:
-    return os.environ | {"DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": database_url()} | overrides
 
 
 def start_worker(directory: Path, **environment: str) -> WorkerProcess:

@@ -461,6 +461,18 @@ def test_reconcile_sends_again_the_notifications_of_final_orders_that_have_none(
     }
 
 
+def test_reconcile_with_no_threshold_schedules_every_unfinished_order(settings, product):
+    settings.ORDER_STUCK_AFTER_SECONDS = 3600
+    pending, completed = place(), place()
+    Order.objects.filter(pk=completed.pk).update(status=Status.COMPLETED)
+
+    count = services.reconcile_stuck_orders(stuck_after=timedelta(0))
+
+    assert count == 1
+    scheduled = [message.payload["order_id"] for message in outbox("task", "orders.process_order")]
+    assert (scheduled.count(str(pending.id)), scheduled.count(str(completed.id))) == (2, 1)  # placed, then again
+
+
 def test_a_resumed_order_is_charged_once(product, sandbox):
     # given: a worker reserved stock and was killed before charging (the order is left in processing)
     order = place()

@@ -1,0 +1,62 @@
+"""Issue 5, fault 7: an order left `processing` by a worker that vanished, its message lost with it, is picked up
+again by the stuck-order reconciler once it has been stuck longer than ORDER_STUCK_AFTER_SECONDS."""
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from orders.models import Order
+from orders.services import OrderLine, place_order, reconcile_stuck_orders
+from orders.tasks import reconcile_stuck_orders_task
+from tests.factories import ProductFactory
+from tests.faults.helpers import (
+    VISIBILITY_TIMEOUT_SECONDS,
+    assert_completed_exactly_once,
+    queue_lengths,
+    wait_for_orders,
+)
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+# Longer than the visibility timeout, as in production: a message Redis would redeliver is not duplicated needlessly.
+STUCK_AFTER_SECONDS = VISIBILITY_TIMEOUT_SECONDS + 2
+
+
+def test_an_order_abandoned_in_processing_is_reconciled_after_the_threshold_and_completed_once(
+    faults_without_persistence,
+):
+    faults = faults_without_persistence
+    product = ProductFactory(sku="MUG-001", stock=10)
+    doomed = faults.start_worker(PAYMENT_SANDBOX_LATENCY_MS="2500")
+    order = place_order(
+        email="abandoned@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token="tok_visa"
+    )
+    wait_for(
+        lambda: Order.objects.filter(pk=order.pk, status=Order.Status.PROCESSING).exists(),
+        timeout=30,
+        message="the worker to start processing",
+    )
+    # given: the worker vanishes mid-charge, and its unacknowledged message is lost with a Redis that crashed
+    doomed.kill_group()
+    faults.broker.restart(crash=True)
+    assert queue_lengths(faults) == {"orders": 0, "unacked": 0}
+    faults.start_worker(ORDER_STUCK_AFTER_SECONDS=str(STUCK_AFTER_SECONDS))
+    stuck_since = Order.objects.get(pk=order.pk).updated_at
+
+    # then: before the threshold, the reconciler leaves it alone (a live worker may still be on it)
+    assert reconcile_stuck_orders(stuck_after=timedelta(seconds=STUCK_AFTER_SECONDS)) == 0
+
+    # when: past the threshold, beat's tick runs the reconciler on a worker (maintenance queue)
+    time.sleep(max(0.0, STUCK_AFTER_SECONDS + 0.5 - (time.time() - stuck_since.timestamp())))
+    reconcile_stuck_orders_task.apply_async()
+
+    # then: processing resumes from the reserved stock, with the same charge key: one charge, one email
+    wait_for_orders([order.pk], timeout=60)
+    assert_completed_exactly_once(faults, [order])
+    order.refresh_from_db()
+    assert order.attempts == 2
+    product.refresh_from_db()
+    assert product.stock == 9
+    assert reconcile_stuck_orders(stuck_after=timedelta(0)) == 0  # a completed order is never scheduled again
