@@ -15,7 +15,7 @@ from analytics.models import Event
 from jobs.models import DeadLetter, OutboxMessage
 from jobs.services import relay_outbox
 from orders.models import Order
-from orders.services import OrderLine, place_order, reconcile_stuck_orders
+from orders.services import OrderLine, place_order, reconcile_notifications, reconcile_stuck_orders
 from tests.factories import ProductFactory
 from tests.faults.helpers import (
     assert_completed_exactly_once,
@@ -120,26 +120,30 @@ def test_five_hundred_orders_survive_a_broker_restart_with_persistence(faults, s
     assert "Connection to broker lost" in workers[0].log()
 
 
-def test_without_persistence_a_restart_loses_queued_messages_and_only_orders_are_recovered(
+def test_without_persistence_a_restart_loses_queued_messages_and_the_reconcilers_recover_them(
     faults_without_persistence, settings
 ):
     """What is lost when Redis restarts without persistence, and what recovers it (README "Guarantees").
 
-    The outbox marks a row sent once Redis accepted it, so neither the fast path nor the relay publishes it again:
-    - process_order messages: lost; the stuck-order reconciler schedules those orders again (recovered);
-    - send_notification messages: lost; no reconciler exists for them, so those customers get no email;
-    - analytics batches (track_events): lost; those events never reach analytics.
+    The outbox marks a row sent once Redis accepted it, so neither the fast path nor the relay publishes it again.
+    What Redis held is gone, and each kind of message has its way back:
+    - process_order messages: the stuck-order reconciler schedules those orders again;
+    - send_notification messages: the notification reconciler sends the notifications final orders still owe;
+    - analytics batches (track_events): no consumer confirmed their events, so the relay sends them again.
+    Here the thresholds are zero and the test runs beat's three jobs itself; in production each waits longer than
+    the visibility timeout (ORDER_STUCK_AFTER_SECONDS, NOTIFICATION_MISSING_AFTER_SECONDS,
+    OUTBOX_EVENT_REDELIVER_AFTER_SECONDS).
     """
     faults = faults_without_persistence
     settings.OUTBOX_RELAY_AFTER_SECONDS = 1
     ProductFactory(sku="MUG-001", stock=100)
     # given: a first batch completed by a worker that consumes only orders, so their emails wait in Redis
     orders_worker = faults.start_worker(queues="orders")
-    notified_never = place(10, prefix="lost-email")
-    wait_for_orders([order.pk for order in notified_never], timeout=60)
+    emails_lost = place(10, prefix="lost-email")
+    wait_for_orders([order.pk for order in emails_lost], timeout=60)
     faults.processes.stop(orders_worker.process)
     # and a second batch waiting in the orders queue, and every event so far relayed to analytics
-    recovered = place(10, prefix="recovered")
+    orders_lost = place(10, prefix="lost-order")
     assert relay_outbox().events_sent == 30  # 20 order_placed, 10 order_completed
     assert queue_lengths(faults) == {"orders": 10, "unacked": 0}
 
@@ -147,20 +151,24 @@ def test_without_persistence_a_restart_loses_queued_messages_and_only_orders_are
     faults.broker.restart(crash=True)
     faults.start_worker(concurrency=2)
 
-    # then: nothing is left to relay; the reconciler (beat, after ORDER_STUCK_AFTER_SECONDS) recovers the orders
+    # then: the loss, exactly - nothing is left to relay, the orders wait, no email went out, no event arrived
     assert relay_outbox().tasks_sent == 0
-    assert Order.objects.filter(pk__in=[order.pk for order in recovered], status="pending").count() == 10
+    assert Order.objects.filter(pk__in=[order.pk for order in orders_lost], status="pending").count() == 10
+    assert Event.objects.count() == 0
+    assert faults.emails_by_recipient() == {}
+
+    # and the recovery: beat's jobs bring back every order, email and event, each once
+    settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS = 0
     assert reconcile_stuck_orders(stuck_after=timedelta(0)) == 10
+    assert reconcile_notifications(missing_after=timedelta(0)) == 10
+    everything = [*emails_lost, *orders_lost]
     relay_until(
-        lambda: completed_count(recovered) == 10 and Event.objects.filter(event_type="notification_sent").count() == 10,
+        lambda: completed_count(everything) == 20 and Event.objects.count() == 60,
         timeout=60,
-        message="the recovered orders to complete",
+        message="the lost orders, emails and events to come back",
+        orders=everything,
     )
-    assert_completed_exactly_once(faults, recovered)
-    # The loss, exactly: the first batch's emails and every event relayed before the restart.
-    assert Order.objects.filter(pk__in=[o.pk for o in notified_never], status="completed").count() == 10
-    assert faults.emails_by_recipient().keys().isdisjoint(order.email for order in notified_never)
-    assert_events_recorded_once(recovered, event_type="order_completed")
-    event_types = dict(Event.objects.values_list("event_type").annotate(count=Count("id")))
-    assert event_types == {"order_completed": 10, "notification_sent": 10}  # no order_placed event survived
+    assert_completed_exactly_once(faults, everything)
+    for event_type in ("order_placed", "order_completed", "notification_sent"):
+        assert_events_recorded_once(everything, event_type=event_type)
     assert DeadLetter.objects.count() == 0
