@@ -7,6 +7,7 @@ app is pointed at it for the duration of the test, and back afterwards.
 from collections.abc import Iterator
 
 import pytest
+from kombu import pools
 
 # The checks in helpers.py report their values when they fail, as asserts in the tests do.
 pytest.register_assert_rewrite("tests.faults.helpers")
@@ -17,9 +18,12 @@ from tests.faults.helpers import FaultEnvironment  # noqa: E402
 
 
 def point_celery_at(url: str) -> None:
-    """Publish from this process to `url` from now on: forget the pooled connections to the previous broker."""
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    """Publish from this process to `url` from now on: close the pooled connections to the previous broker.
+
+    kombu keeps its pools in module-wide registries keyed by broker URL: they are closed and cleared, not only
+    the app's references, or switching back would hand out the closed pool of the earlier URL.
+    """
+    pools.reset()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
     celery_app.conf.broker_url = url
