@@ -23,6 +23,7 @@ from bench.environment import Processes, RedisServer
 from jobs.models import DeadLetter
 from notifications.models import Notification
 from orders.models import Order, OrderEvent
+from orders.services import OrderLine, place_order
 from tests.helpers import wait_for
 from tests.ops.helpers import worker_environment
 
@@ -127,6 +128,20 @@ class FaultEnvironment:
         ledger = redis.Redis.from_url(self.sandbox_url, decode_responses=True)
         keys = ledger.keys("sandbox:charge:*")
         return {key.removeprefix("sandbox:charge:"): json.loads(ledger.get(key))["id"] for key in keys}
+
+
+def place_one(email: str, *, quantity: int = 2) -> Order:
+    """An order of `quantity` MUG-001 (the test creates the product), paid with the card that succeeds."""
+    return place_order(email=email, region="eu", items=[OrderLine("MUG-001", quantity)], payment_token="tok_visa")
+
+
+def wait_until_processing(order: Order) -> None:
+    """Bounded wait until a worker has moved the order to `processing` (it is then charging it)."""
+    wait_for(
+        lambda: Order.objects.filter(pk=order.pk, status=Order.Status.PROCESSING).exists(),
+        timeout=30,
+        message="the worker to start processing the order",
+    )
 
 
 def wait_for_orders(order_ids, *, statuses=("completed",), timeout: float, environment=None) -> None:

@@ -4,11 +4,9 @@ import pytest
 from django.db import connection
 
 from jobs.models import OutboxMessage
-from orders.models import Order, OrderEvent
-from orders.services import OrderLine, place_order
+from orders.models import OrderEvent
 from tests.factories import ProductFactory
-from tests.faults.helpers import assert_completed_exactly_once, wait_for_orders
-from tests.helpers import wait_for
+from tests.faults.helpers import assert_completed_exactly_once, place_one, wait_for_orders, wait_until_processing
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -35,14 +33,8 @@ def terminate_database_connections_of(process) -> list[int]:
 def test_a_task_whose_database_connection_is_killed_retries_and_completes_once(faults):
     product = ProductFactory(sku="MUG-001", stock=10)
     worker = faults.start_worker(PAYMENT_SANDBOX_LATENCY_MS="1500")
-    order = place_order(
-        email="dropped-connection@example.com", region="eu", items=[OrderLine("MUG-001", 3)], payment_token="tok_visa"
-    )
-    wait_for(
-        lambda: Order.objects.filter(pk=order.pk, status=Order.Status.PROCESSING).exists(),
-        timeout=30,
-        message="the worker to start processing",
-    )
+    order = place_one("dropped-connection@example.com", quantity=3)
+    wait_until_processing(order)
     (child,) = worker.pool_children()
 
     # when: the connection goes while the worker waits for the bank; its next statement (completing) fails

@@ -7,16 +7,17 @@ from datetime import timedelta
 import pytest
 
 from orders.models import Order
-from orders.services import OrderLine, place_order, reconcile_stuck_orders
+from orders.services import reconcile_stuck_orders
 from orders.tasks import reconcile_stuck_orders_task
 from tests.factories import ProductFactory
 from tests.faults.helpers import (
     VISIBILITY_TIMEOUT_SECONDS,
     assert_completed_exactly_once,
+    place_one,
     queue_lengths,
     wait_for_orders,
+    wait_until_processing,
 )
-from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -30,14 +31,8 @@ def test_an_order_abandoned_in_processing_is_reconciled_after_the_threshold_and_
     faults = faults_without_persistence
     product = ProductFactory(sku="MUG-001", stock=10)
     doomed = faults.start_worker(PAYMENT_SANDBOX_LATENCY_MS="2500")
-    order = place_order(
-        email="abandoned@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token="tok_visa"
-    )
-    wait_for(
-        lambda: Order.objects.filter(pk=order.pk, status=Order.Status.PROCESSING).exists(),
-        timeout=30,
-        message="the worker to start processing",
-    )
+    order = place_one("abandoned@example.com", quantity=1)
+    wait_until_processing(order)
     # given: the worker vanishes mid-charge, and its unacknowledged message is lost with a Redis that crashed
     doomed.kill_group()
     faults.broker.restart(crash=True)

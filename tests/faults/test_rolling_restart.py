@@ -11,10 +11,14 @@ import time
 import pytest
 
 from orders.models import Order
-from orders.services import OrderLine, place_order
 from tests.factories import ProductFactory
-from tests.faults.helpers import assert_completed_exactly_once, queue_lengths, wait_for_orders
-from tests.helpers import wait_for
+from tests.faults.helpers import (
+    assert_completed_exactly_once,
+    place_one,
+    queue_lengths,
+    wait_for_orders,
+    wait_until_processing,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -31,14 +35,8 @@ def terminate_while_processing(faults, *, charge_seconds: float):
         PAYMENT_SANDBOX_LATENCY_MS=str(int(charge_seconds * 1000)),
         CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT=str(SOFT_SHUTDOWN_SECONDS),
     )
-    order = place_order(
-        email="rolling@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token="tok_visa"
-    )
-    wait_for(
-        lambda: Order.objects.filter(pk=order.pk, status=Order.Status.PROCESSING).exists(),
-        timeout=30,
-        message="the worker to start processing",
-    )
+    order = place_one("rolling@example.com", quantity=1)
+    wait_until_processing(order)
     started = time.monotonic()
     worker.process.send_signal(signal.SIGTERM)
     worker.process.wait(timeout=GRACE_SECONDS + 10)

@@ -6,27 +6,13 @@ import signal
 import pytest
 
 from orders.models import Order
-from orders.services import OrderLine, place_order
 from tests.factories import ProductFactory
-from tests.faults.helpers import assert_completed_exactly_once, wait_for_orders
-from tests.helpers import wait_for
+from tests.faults.helpers import assert_completed_exactly_once, place_one, wait_for_orders, wait_until_processing
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 # Long enough to be caught mid-charge, short against the visibility timeout (tests/faults/helpers.py).
 CHARGE_SECONDS = 2.5
-
-
-def place_one(email: str) -> Order:
-    return place_order(email=email, region="eu", items=[OrderLine("MUG-001", 2)], payment_token="tok_visa")
-
-
-def wait_until_processing(order: Order) -> None:
-    wait_for(
-        lambda: Order.objects.filter(pk=order.pk, status=Order.Status.PROCESSING).exists(),
-        timeout=30,
-        message="the worker to start processing the order",
-    )
 
 
 def test_a_worker_killed_mid_task_is_replaced_and_the_order_completes_once(faults):
