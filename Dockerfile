@@ -9,7 +9,7 @@ RUN pip install -r requirements.txt
 
 COPY . .
 # Static files under hashed, compressed names for WhiteNoise (settings need a SECRET_KEY, not a real one, for this).
-RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --no-input
+RUN DJANGO_DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic --no-input
 RUN useradd --create-home --uid 1000 app
 USER app
 

@@ -1,7 +1,10 @@
 """The ways the service is started (docker-compose.yml, Procfile) name entry points that exist."""
 
 import importlib
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,21 @@ def test_check_services_names_the_unreachable_one(settings, capsys):
 
     assert str(raised.value).startswith("Redis is not reachable:")
     assert "Start it: redis-server" in str(raised.value)
+
+
+def test_manage_py_runs_in_development_mode_in_a_fresh_clone():
+    # No .env, no DJANGO_DEBUG, no SECRET_KEY: a newcomer's `python manage.py check` works.
+    environment = {key: value for key, value in os.environ.items() if key not in ("DJANGO_DEBUG", "SECRET_KEY")}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_dockerfile_collects_static_files_with_production_settings():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "RUN DJANGO_DEBUG=false SECRET_KEY=collectstatic-only python manage.py collectstatic" in dockerfile
