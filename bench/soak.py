@@ -150,9 +150,7 @@ class Chaos:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)  # a group started by Processes: the worker and its pool
-        self.processes.stop(worker, grace=0)  # reaps it
-        self.workers.remove(worker)
-        replacement = self.start_worker()
+        replacement = self._replace(worker)
         self.kills["whole worker"] += 1
         self.record(
             f"SIGKILL {worker.bench_name} (process group {worker.pid}, {len(children)} pool children);"  # type: ignore[attr-defined]
@@ -162,14 +160,18 @@ class Chaos:
     def replace_exited(self) -> None:
         """Start a replacement for any worker that exited on its own, as a supervisor (Kubernetes, systemd) would."""
         for worker in [worker for worker in self.workers if worker.poll() is not None]:
-            self.processes.stop(worker, grace=0)
-            self.workers.remove(worker)
-            replacement = self.start_worker()
+            replacement = self._replace(worker)
             self.kills["exited by itself"] += 1
             self.record(
                 f"{worker.bench_name} exited by itself (status {worker.returncode}); started"  # type: ignore[attr-defined]
                 f" {replacement.bench_name}"  # type: ignore[attr-defined]
             )
+
+    def _replace(self, worker: subprocess.Popen) -> subprocess.Popen:
+        """Reap a dead worker (its whole group) and start another in its place."""
+        self.processes.stop(worker, grace=0)
+        self.workers.remove(worker)
+        return self.start_worker()
 
     def restart_redis(self, broker: env.RedisServer, *, down_seconds: float) -> None:
         self.record(f"stopping the broker redis-server (SIGTERM), down for {down_seconds:g} s")

@@ -53,10 +53,10 @@ def queue_length(name: str) -> int:
         return broker.default_channel.client.llen(name)
 
 
-@pytest.fixture
-def celery_worker(transactional_db) -> Iterator:
-    """A real Celery worker (4 threads) consuming this project's queues from real Redis, in this process."""
-    with start_worker(
+def project_worker():
+    """A real Celery worker (4 threads) consuming this project's queues from real Redis, in this process; a
+    context manager that stops it on leaving."""
+    return start_worker(
         celery_app,
         pool="threads",
         concurrency=4,
@@ -64,7 +64,13 @@ def celery_worker(transactional_db) -> Iterator:
         perform_ping_check=False,
         shutdown_timeout=30,
         loglevel="WARNING",
-    ) as worker:
+    )
+
+
+@pytest.fixture
+def celery_worker(transactional_db) -> Iterator:
+    """A worker of `project_worker()` for the whole test."""
+    with project_worker() as worker:
         yield worker
 
 

@@ -3,11 +3,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from playwright.sync_api import Page, sync_playwright
 
-from proj.celery import app as celery_app
-from proj.routing import QUEUE_NAMES
+from tests.conftest import project_worker
 
 # Debian's Chromium (.ci/apt-packages): Playwright's own browser download cannot run here.
 CHROMIUM = Path("/usr/bin/chromium")
@@ -54,17 +52,7 @@ def start_celery_worker(transactional_db) -> Iterator[Callable[[], None]]:
     with contextlib.ExitStack() as stack:
 
         def start() -> None:
-            stack.enter_context(
-                start_worker(
-                    celery_app,
-                    pool="threads",
-                    concurrency=4,
-                    queues=list(QUEUE_NAMES),
-                    perform_ping_check=False,
-                    shutdown_timeout=30,
-                    loglevel="WARNING",
-                )
-            )
+            stack.enter_context(project_worker())
 
         yield start
 
