@@ -7,7 +7,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from tests.conftest import project_worker
 
-# Debian's Chromium (.ci/apt-packages): Playwright's own browser download cannot run here.
+# Debian's Chromium (system-packages.txt, which `make test` installs): Playwright's own browser download cannot run here.
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -27,7 +27,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 def page(tmp_path, monkeypatch) -> Iterator[Page]:
     """A page of a headless Chromium with a fresh profile, at a phone's width."""
     if not CHROMIUM.exists():
-        pytest.fail(f"No Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium).")
+        pytest.fail(f"No Chromium at {CHROMIUM}: `make test` installs it (bin/install-system-packages).")
     # Playwright's sync API keeps an event loop in this thread, which Django takes for an async context and so
     # refuses database queries. The test's queries still run synchronously, one at a time: allow them.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
