@@ -7,10 +7,12 @@ run:      ## set up (venv, dependencies, database, demo catalog) and run web + w
 test:     ## run the test suite against the real PostgreSQL, Redis and Celery workers
 	bin/test
 
-lint:     ## ruff lint and format check, Django system checks, migrations up to date
+lint:     ## ruff lint and format check, the import layers, mypy, Django system checks, migrations up to date
 	bin/bootstrap requirements-dev.txt
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/lint-imports
+	DJANGO_DEBUG=true .venv/bin/mypy
 	DJANGO_DEBUG=true .venv/bin/python manage.py check
 	DJANGO_DEBUG=true .venv/bin/python manage.py makemigrations --check --dry-run
 

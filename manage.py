@@ -9,7 +9,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "proj.settings")
     # Commands typed in a developer's shell run in development mode unless told otherwise, so `manage.py check`
     # works in a fresh clone. Deployments set DJANGO_DEBUG=false for every process (docker-compose.yml, the
-    # Dockerfile's collectstatic, the pod spec); gunicorn and celery never read this default.
+    # Dockerfile's collectstatic); gunicorn and celery never read this default.
     os.environ.setdefault("DJANGO_DEBUG", "true")
     from django.core.management import execute_from_command_line
 

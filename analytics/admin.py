@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from analytics.models import Event
-from proj.admin import ServiceOwnedModelAdmin
+from core.admin import ServiceOwnedModelAdmin
 
 
 @admin.register(Event)

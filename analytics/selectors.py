@@ -26,12 +26,6 @@ class DailyOrderSummary:
     revenue: Decimal
 
 
-def count_events_by_type() -> dict[str, int]:
-    """How many events of each type were recorded, e.g. {"order_completed": 200, ...}."""
-    rows = Event.objects.values_list("event_type").annotate(count=Count("id")).order_by("event_type")
-    return dict(rows)
-
-
 def summarize_orders_per_day(*, since: datetime, until: datetime | None = None) -> list[DailyOrderSummary]:
     """Orders and their total value per day (UTC), status and currency, from the events analytics recorded.
 

@@ -126,9 +126,9 @@ class DirectPlacer:
 
 
 def _ours(payload: dict) -> None:
-    from orders.services import OrderLine, place_order
+    from orders.services import RequestedItem, place_order
 
-    items = [OrderLine(item["sku"], item["quantity"]) for item in payload.pop("items")]
+    items = [RequestedItem(item["sku"], item["quantity"]) for item in payload.pop("items")]
     place_order(items=items, **payload)
 
 

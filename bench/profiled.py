@@ -196,10 +196,10 @@ def _api_placer():
 
 
 def _service_placer():
-    from orders.services import OrderLine, place_order
+    from orders.services import RequestedItem, place_order
 
     def place_one(payload: dict) -> None:
-        items = [OrderLine(item["sku"], item["quantity"]) for item in payload.pop("items")]
+        items = [RequestedItem(item["sku"], item["quantity"]) for item in payload.pop("items")]
         place_order(items=items, **payload)
 
     return place_one

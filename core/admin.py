@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
-from proj.errors import ApplicationError
+from core.bulk import apply_to_each
 
 # How many refusals an action lists by name before summing up the rest.
 MAX_REFUSALS_SHOWN = 10
@@ -52,23 +52,12 @@ def run_service_for_each(
     *,
     done_message: str,
 ) -> None:
-    """Call `service` for every selected row; report how many succeeded, and each domain error by row.
-
-    Each call is its own transaction (services own theirs), so one refused row does not undo the others.
-    """
-    done = 0
-    refusals = []
-    for obj in queryset:
-        try:
-            service(obj)
-        except ApplicationError as error:
-            refusals.append(f"{obj}: {error.message}")
-        else:
-            done += 1
-    if done:
-        model_admin.message_user(request, done_message.format(count=done), messages.SUCCESS)
-    if refusals:
-        shown = "; ".join(refusals[:MAX_REFUSALS_SHOWN])
-        more = len(refusals) - MAX_REFUSALS_SHOWN
+    """An admin action: call `service` for every selected row; report how many succeeded, and each refusal by row."""
+    outcome = apply_to_each(list(queryset), service)
+    if outcome.done:
+        model_admin.message_user(request, done_message.format(count=outcome.done), messages.SUCCESS)
+    if outcome.skipped:
+        shown = "; ".join(f"{row}: {error.message}" for row, error in outcome.skipped[:MAX_REFUSALS_SHOWN])
+        more = len(outcome.skipped) - MAX_REFUSALS_SHOWN
         suffix = f"; and {more} more" if more > 0 else ""
-        model_admin.message_user(request, f"Skipped {len(refusals)}: {shown}{suffix}", messages.WARNING)
+        model_admin.message_user(request, f"Skipped {len(outcome.skipped)}: {shown}{suffix}", messages.WARNING)

@@ -3,39 +3,63 @@
 Errors reach an API client from several places: a service raising an `ApplicationError`, django-ninja rejecting
 the input, Django finding no URL (404) or django-ninja no operation for the method (405), an unexpected exception
 (500), and this middleware refusing a body (413, 415). All of them leave through `error_response` as
-`{"error": {"code", "message", "fields"?, "details"?}}`: the API hands every exception over instead of rendering
-it (`proj.api`), and Django's own error pages under /api/ are replaced by the same shape.
+`{"error": {"code", "message", "fields"?, "details"?}}` (the `ErrorOut` schema below documents it in OpenAPI):
+the API hands every exception over instead of rendering it (`proj.api`), and Django's own error pages under
+/api/ are replaced by the same shape.
 """
 
-from http import HTTPStatus
-
 from django.conf import settings
-from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core import exceptions as django_errors
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from ninja import Field, Schema
 from ninja.errors import HttpError as NinjaHttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
-from proj.errors import ApplicationError, InvalidInput, NotFound
-from proj.ratelimit import RateLimited
+from core.errors import (
+    ApplicationError,
+    BadRequest,
+    InvalidInput,
+    MalformedJson,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    UnsupportedMediaType,
+    error_for_status,
+)
 
 API_PATH_PREFIX = "/api/"  # where proj/urls.py mounts the API
 JSON_MEDIA_TYPES = ("application/json",)
 
 
-class MalformedJson(ApplicationError):
-    code = "malformed_json"
-    status = 400
+class Error(Schema):
+    code: str = Field(description="Stable, machine-readable: `unknown_product`, `order_not_cancellable`, ...")
+    message: str = Field(description="For people: what went wrong and what to do.")
+    fields: dict[str, str] | None = Field(
+        None, description='Problems with given fields, by field: `{"items[0].sku": "Unknown product."}`.'
+    )
+    details: dict[str, object] | None = Field(
+        None, description="Facts to act on, e.g. the order's current `status` when it cannot be cancelled."
+    )
 
 
-class PayloadTooLarge(ApplicationError):
-    code = "payload_too_large"
-    status = 413
+class ErrorOut(Schema):
+    """What `error_response` renders, for the OpenAPI schema of every operation."""
+
+    error: Error
 
 
-class UnsupportedMediaType(ApplicationError):
-    code = "unsupported_media_type"
-    status = 415
+def error_response(error: ApplicationError) -> JsonResponse:
+    """The one rendering of an error: `{"error": {"code", "message", "fields"?, "details"?}}`, with its headers."""
+    body: dict = {"code": error.code, "message": error.message}
+    if error.fields:
+        body["fields"] = error.fields
+    if error.details:
+        body["details"] = error.details
+    response = JsonResponse({"error": body}, status=error.status)
+    for name, value in error.extra_headers.items():
+        response[name] = value
+    return response
 
 
 class ApiErrorMiddleware:
@@ -66,9 +90,9 @@ def unreadable_body_error(request: HttpRequest) -> ApplicationError | None:
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        return ApplicationError("The Content-Length header is not a number.", code="bad_request")
+        return BadRequest("The Content-Length header is not a number.")
     if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        return PayloadTooLarge(f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+        return _body_too_large()
     if length > 0 and not _is_json(request.content_type or ""):
         return UnsupportedMediaType("Send the request body as JSON, with the header Content-Type: application/json.")
     return None
@@ -86,51 +110,35 @@ def as_application_error(exception: Exception) -> ApplicationError | None:
             reason = f": {exception.__cause__}" if exception.__cause__ else ""
             return MalformedJson(f"The request body is not valid JSON{reason}.")
         case NinjaHttpError():
-            return ApplicationError(
-                exception.message, code=_code_of(exception.status_code), status=exception.status_code
-            )
+            return error_for_status(exception.status_code, exception.message)
         case Http404():
             return NotFound("Not found.")
-        case PermissionDenied():
-            return ApplicationError("Permission denied.", code="permission_denied", status=403)
-        case DjangoValidationError() if hasattr(exception, "error_dict"):
+        case django_errors.PermissionDenied():
+            return PermissionDenied("Permission denied.")
+        case django_errors.ValidationError() if hasattr(exception, "error_dict"):
             fields = {name: " ".join(messages) for name, messages in exception.message_dict.items()}
             return InvalidInput("The request is invalid.", fields=fields)
-        case DjangoValidationError():
+        case django_errors.ValidationError():
             return InvalidInput(" ".join(exception.messages))
-        case RequestDataTooBig():
-            return PayloadTooLarge(f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
-        case SuspiciousOperation() | BadRequest():
-            return ApplicationError("Bad request.", code="bad_request")
+        case django_errors.RequestDataTooBig():
+            return _body_too_large()
+        case django_errors.SuspiciousOperation() | django_errors.BadRequest():
+            return BadRequest("Bad request.")
     return None
 
 
-def error_response(error: ApplicationError) -> JsonResponse:
-    """The one rendering of an error: `{"error": {"code", "message", "fields"?, "details"?}}`."""
-    body: dict = {"code": error.code, "message": error.message}
-    if error.fields:
-        body["fields"] = error.fields
-    if error.details:
-        body["details"] = error.details
-    response = JsonResponse({"error": body}, status=error.status)
-    if isinstance(error, RateLimited):
-        response["Retry-After"] = str(error.retry_after)
-    return response
+def _body_too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
 
 
 def _replace_error_page(page: HttpResponse) -> HttpResponse:
     """The same error as Django's HTML (or plain text) page, in the API's shape; Allow survives a 405."""
-    status = page.status_code
-    if status == 404:
-        error = NotFound("No API endpoint at this URL.")
-    elif status == 405:
-        error = ApplicationError(
-            f"Method not allowed; this URL accepts {page.get('Allow', 'no method')}.",
-            code="method_not_allowed",
-            status=405,
-        )
+    if page.status_code == 404:
+        error: ApplicationError = NotFound("No API endpoint at this URL.")
+    elif page.status_code == 405:
+        error = MethodNotAllowed(f"Method not allowed; this URL accepts {page.get('Allow', 'no method')}.")
     else:
-        error = ApplicationError(HTTPStatus(status).phrase + ".", code=_code_of(status), status=status)
+        error = error_for_status(page.status_code)
     response = error_response(error)
     if "Allow" in page:
         response["Allow"] = page["Allow"]
@@ -147,10 +155,6 @@ def _fields_of(errors: list[dict]) -> dict[str, str]:
         name = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location).lstrip(".")
         fields.setdefault(name or source, error["msg"])
     return fields
-
-
-def _code_of(status: int) -> str:
-    return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
 
 
 def _is_json(content_type: str) -> bool:

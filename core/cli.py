@@ -1,11 +1,15 @@
-"""What the project's `manage.py` commands share: reading moments and durations from the command line."""
+"""What the project's `manage.py` commands share: reading moments from the command line, running over many rows."""
 
 import re
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+
+from core.bulk import BulkOutcome, apply_to_each
+from core.errors import ApplicationError
 
 RELATIVE_MOMENT = re.compile(r"^(?P<amount>\d+)(?P<unit>[mhd])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -30,3 +34,30 @@ def parse_since(value: str, *, now: datetime | None = None) -> datetime:
     if moment is None:
         raise CommandError(f"--since {value!r} is not {SINCE_HELP}.")
     return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+
+
+def run_for_each_with_progress[Item](
+    command: BaseCommand,
+    items: Sequence[Item],
+    service: Callable[[Item], object],
+    *,
+    verb: str,
+    noun: str,
+    label: Callable[[Item], object] = str,
+) -> BulkOutcome[Item]:
+    """Apply `service` to each item with a progress line (`retried 3/10`), each refusal on stderr, and a summary.
+
+    `verb` is the past tense of what the service does ("retried"), `noun` what it is done to ("order(s)").
+    """
+    total = len(items)
+
+    def report(outcome: BulkOutcome[Item], index: int, item: Item, refusal: ApplicationError | None) -> None:
+        if refusal is not None:
+            # Done or moved on by someone else meanwhile.
+            command.stderr.write(f"skipped {label(item)}: {refusal.message}")
+        command.stdout.write(f"{verb} {outcome.done}/{total}", ending="\r" if index < total else "\n")
+
+    outcome = apply_to_each(items, service, on_each=report)
+    summary = f"{verb.capitalize()} {outcome.done} {noun}; skipped {len(outcome.skipped)}."
+    command.stdout.write(command.style.SUCCESS(summary))
+    return outcome

@@ -17,22 +17,12 @@ import redis
 from django.conf import settings
 from django.http import HttpRequest
 
-from proj.errors import ApplicationError
+from core.errors import RateLimited
 
 logger = logging.getLogger(__name__)
 
 # A rate limiter that waits on Redis holds a web worker: give up fast and allow the request instead.
 REDIS_TIMEOUT_SECONDS = 0.5
-
-
-class RateLimited(ApplicationError):
-    code = "rate_limited"
-    status = 429
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message, details={"retry_after": retry_after})
-        # Whole seconds until the window ends, as the Retry-After header wants them (RFC 9110, 10.2.3).
-        self.retry_after = retry_after
 
 
 @functools.cache
@@ -66,7 +56,10 @@ def enforce_rate_limit(request: HttpRequest, *, scope: str) -> None:
     key = f"{settings.RATE_LIMIT_KEY_PREFIX}{scope}:{client_address(request)}:{window}"
     try:
         # MULTI/EXEC: the increment and the expiry are one step, so no counter outlives its window.
-        hits, _ = _redis().pipeline(transaction=True).incr(key).expire(key, window_seconds).execute()
+        pipeline = _redis().pipeline(transaction=True)
+        pipeline.incr(key)
+        pipeline.expire(key, window_seconds)
+        hits, _ = pipeline.execute()
     except redis.RedisError as error:
         logger.warning("Rate limit %r not enforced, Redis is unavailable: %s", scope, error)
         return

@@ -5,9 +5,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import truncatechars
 
-from jobs import services
+from core.admin import ServiceOwnedModelAdmin, run_service_for_each
+from jobs import dead_letters
 from jobs.models import DeadLetter, OutboxMessage, TaskDelivery
-from proj.admin import ServiceOwnedModelAdmin, run_service_for_each
 
 
 @admin.register(DeadLetter)
@@ -29,7 +29,7 @@ class DeadLetterAdmin(ServiceOwnedModelAdmin):
             self,
             request,
             queryset,
-            lambda dead_letter: services.replay_dead_letter(dead_letter_id=dead_letter.pk),
+            lambda dead_letter: dead_letters.replay_dead_letter(dead_letter_id=dead_letter.pk),
             done_message="Replayed {count} dead letter(s).",
         )
 
@@ -39,7 +39,7 @@ class DeadLetterAdmin(ServiceOwnedModelAdmin):
             self,
             request,
             queryset,
-            lambda dead_letter: services.discard_dead_letter(dead_letter_id=dead_letter.pk),
+            lambda dead_letter: dead_letters.discard_dead_letter(dead_letter_id=dead_letter.pk),
             done_message="Discarded {count} dead letter(s).",
         )
 

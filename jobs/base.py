@@ -1,14 +1,15 @@
 """`ReliableTask`, the base of every task: retry what can heal, count redeliveries, dead-letter what cannot heal."""
 
 import logging
+from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from jobs import services
-from proj.errors import TransientError
+from core.errors import TransientError
+from jobs import dead_letters, outbox
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +32,14 @@ class ReliableTask(Task):
     # Exponential backoff from 2 s with full jitter, capped below the broker's visibility timeout
     # (tests/test_celery_config.py checks the bound): 8 retries span about eight minutes.
     retry_backoff = 2
-    retry_backoff_max = settings.CELERY_MAX_TASK_DELAY_SECONDS
+    retry_backoff_max = settings.TASK_MAX_DELAY_SECONDS
     retry_jitter = True
     max_retries = 8
 
     def before_start(self, task_id, args, kwargs):
         if not self.request.delivery_info.get("redelivered"):
             return
-        deliveries = services.count_redelivery(task_id=task_id, task_name=self.name)
+        deliveries = dead_letters.count_redelivery(task_id=task_id, task_name=self.name)
         if deliveries > MAX_DELIVERIES:
             reason = f"Delivered {deliveries} times without finishing: its process dies each time."
             logger.error("Poison message %s %s: %s", self.name, task_id, reason)
@@ -50,17 +51,18 @@ class ReliableTask(Task):
         self._dead_letter(task_id, args, kwargs, reason=reason, attempts=self.request.retries + 1)
 
     def _dead_letter(self, task_id, args, kwargs, *, reason: str, attempts: int) -> None:
-        services.record_dead_letter(
+        dead_letters.record_dead_letter(
             task_id=task_id, task_name=self.name, args=args, kwargs=kwargs, reason=reason, attempts=attempts
         )
         self.give_up(reason, **kwargs)
 
-    def give_up(self, reason: str, /, **kwargs) -> None:
-        """Record the final failure in the domain (e.g. mark the order failed). Nothing by default."""
+    def give_up(self, reason: str, /, **kwargs: Any) -> None:
+        """Record the final failure in the domain (e.g. mark the order failed), from the task's keyword arguments.
+        Nothing by default."""
 
-    def replay(self, **kwargs) -> None:
+    def replay(self, **kwargs: Any) -> None:
         """Schedule this task again after ops asked to replay its dead letter (inside a transaction)."""
-        services.enqueue_on_commit(self, **kwargs)
+        outbox.publish_on_commit(outbox.task_message(self, **kwargs))
 
 
 class EventConsumerTask(ReliableTask):
@@ -71,4 +73,4 @@ class EventConsumerTask(ReliableTask):
     """
 
     def on_success(self, retval, task_id, args, kwargs):
-        services.confirm_events(event_ids=[event["event_id"] for event in kwargs["events"]])
+        outbox.confirm_events(event_ids=[event["event_id"] for event in kwargs["events"]])

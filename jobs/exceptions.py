@@ -1,4 +1,4 @@
-from proj.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 
 
 class DeadLetterNotFound(NotFound):

@@ -4,6 +4,11 @@ from django.db import models
 from django.db.models.functions import Now
 
 
+class OutboxMessageKind(models.TextChoices):
+    TASK = "task"  # one task message, published right after commit
+    EVENT = "event"  # a domain event, published by the relay in batches to OUTBOX_EVENT_CONSUMERS
+
+
 class OutboxMessage(models.Model):
     """The intent to publish a Celery message, written in the same transaction as the change that causes it.
 
@@ -11,9 +16,7 @@ class OutboxMessage(models.Model):
     Flower, the result backend and the delivery counter.
     """
 
-    class Kind(models.TextChoices):
-        TASK = "task"  # one task message, published right after commit
-        EVENT = "event"  # a domain event, published by the relay in batches to OUTBOX_EVENT_CONSUMERS
+    Kind = OutboxMessageKind
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=8, choices=Kind.choices)

@@ -1,7 +1,7 @@
-"""Where every task goes: the queues and the router, in one place.
+"""Where every task goes: the queues and the router, in one place, beside the outbox that publishes.
 
-Tasks are named `<app>.<verb>`; the app decides the queue. Routing by an order's region (a `cloud.<region>` routing
-key with a public fallback) will be added here, as a function of the message, without touching any caller.
+Tasks are named `<app>.<verb>`; the app decides the queue, and a few housekeeping tasks have a queue of their own.
+No task passes `queue=` by hand: Celery asks `route_task` for every message it publishes (CELERY_TASK_ROUTES).
 """
 
 from kombu import Queue

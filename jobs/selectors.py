@@ -8,7 +8,7 @@ from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
 from jobs.models import DeadLetter, OutboxMessage
-from proj.routing import QUEUE_NAMES
+from jobs.routing import QUEUE_NAMES
 
 # A scrape or an ops page must not hang on a broker that stopped answering; the caller reports the broker down.
 BROKER_READ_TIMEOUT_SECONDS = 2.0

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
+from core.admin import ServiceOwnedModelAdmin
 from notifications.models import Notification
-from proj.admin import ServiceOwnedModelAdmin
 
 
 @admin.register(Notification)

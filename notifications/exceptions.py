@@ -1,4 +1,4 @@
-from proj.errors import TransientError
+from core.errors import TransientError
 
 
 class ChannelUnavailable(TransientError):

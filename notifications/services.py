@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.template.loader import render_to_string
 
-from jobs.services import emit_event
+from jobs.outbox import event_message, publish_on_commit
 from notifications.exceptions import ChannelUnavailable, NotificationBusy, RecipientRefused
 from notifications.models import Notification
 
@@ -63,7 +63,7 @@ def send_notification(*, order_id: str, channel: str, kind: str, recipient: str,
         Notification.objects.filter(pk=notification_id).update(
             status=Status.SENT, sent_at=Now(), claimed_at=None, last_error=""
         )
-        emit_event("notification_sent", order_id=order_id, channel=channel, kind=kind)
+        publish_on_commit(event_message("notification_sent", order_id=order_id, channel=channel, kind=kind))
     return Status.SENT
 
 

@@ -1,12 +1,21 @@
+from typing import Any
+
 from celery import shared_task
 
 from jobs.base import ReliableTask
 from notifications import services
 
+# Callers name a notification's channel and kind by these (the task's wire values), never through the models.
+from notifications.models import NotificationChannel, NotificationKind
+
+__all__ = ["NotificationChannel", "NotificationKind", "send_notification_task"]
+
 
 class SendNotificationTask(ReliableTask):
-    def give_up(self, reason: str, /, *, order_id: str, channel: str, kind: str, **_) -> None:
-        services.record_failure(order_id=order_id, channel=channel, kind=kind, reason=reason)
+    def give_up(self, reason: str, /, **kwargs: Any) -> None:
+        services.record_failure(
+            order_id=kwargs["order_id"], channel=kwargs["channel"], kind=kwargs["kind"], reason=reason
+        )
 
 
 # Timeouts and connection errors (ChannelUnavailable, TimeoutError, ConnectionError) retry with exponential

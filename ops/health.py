@@ -51,29 +51,28 @@ def create_database_if_missing() -> bool:
     """Create the configured database when the server is up but the database is not there; True if created."""
     database = settings.DATABASES["default"]
     try:
-        psycopg2.connect(
-            dbname=database["NAME"],
-            user=database["USER"],
-            password=database["PASSWORD"],
-            host=database["HOST"],
-            port=database["PORT"],
-            connect_timeout=3,
-        ).close()
+        _connect_to(database["NAME"]).close()
     except psycopg2.OperationalError as error:
         if "does not exist" not in str(error):
             raise
     else:
         return False
-    server = psycopg2.connect(
-        dbname="postgres",
+    server = _connect_to("postgres")  # the maintenance database every PostgreSQL server has
+    server.autocommit = True
+    with server.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{database["NAME"]}"')
+    server.close()
+    return True
+
+
+def _connect_to(database_name: str) -> "psycopg2.extensions.connection":
+    """A connection to `database_name` on the configured server, as the configured user, bounded by a timeout."""
+    database = settings.DATABASES["default"]
+    return psycopg2.connect(
+        dbname=database_name,
         user=database["USER"],
         password=database["PASSWORD"],
         host=database["HOST"],
         port=database["PORT"],
         connect_timeout=3,
     )
-    server.autocommit = True
-    with server.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{database["NAME"]}"')
-    server.close()
-    return True

@@ -1,6 +1,6 @@
 """Worker liveness and readiness as files, and the tiny command that checks them (Kubernetes `exec` probes).
 
-The worker (proj/worker.py) keeps three files in WORKER_PROBE_DIR:
+The worker (ops/worker.py) keeps three files in WORKER_PROBE_DIR:
 
 - `heartbeat`: touched by a timer of the worker's event loop, so it goes stale when the main loop hangs.
 - `connecting`: present while the worker has no broker connection (starting up, or reconnecting after a loss).
@@ -9,10 +9,11 @@ The worker (proj/worker.py) keeps three files in WORKER_PROBE_DIR:
 - `ready`: present from `worker_ready` until shutdown begins (SIGTERM), so a pod leaving is not counted as
   available during a rollout while it finishes its tasks.
 
-`python proj/probes.py liveness` (or `readiness`) uses the standard library only: no Django, no Celery app, no
-broker round trip. `celery inspect ping` is no probe: it loads the whole app, needs the broker and a free main
-loop to answer within a second, so it fails under load and during broker outages, and restarts healthy pods.
-This module must stay importable without the project's dependencies for that reason.
+`python -m ops.probes liveness` (or `readiness`), the command of the Kubernetes and compose probes, uses the
+standard library only: no Django, no Celery app, no broker round trip. `celery inspect ping` is no probe: it
+loads the whole app, needs the broker and a free main loop to answer within a second, so it fails under load and
+during broker outages, and restarts healthy pods.
+This module (and `ops/__init__.py`) must stay importable without the project's dependencies for that reason.
 """
 
 import argparse
@@ -96,7 +97,7 @@ def check_readiness(files: ProbeFiles) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python proj/probes.py",
+        prog="python -m ops.probes",
         description="Check a Celery worker's probe files: exit 0 when the check passes, 1 when it fails.",
     )
     parser.add_argument("check", choices=["liveness", "readiness"], help="which probe to run")

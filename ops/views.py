@@ -1,4 +1,4 @@
-"""Cross-cutting HTTP endpoints: health probes for Kubernetes, and the staff-only ops page with its data."""
+"""Operating the service over HTTP: health probes for Kubernetes, `/metrics`, and the staff-only ops page."""
 
 from datetime import timedelta
 
@@ -8,10 +8,11 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ops import health
+from ops.metrics import read_pipeline_snapshot, web_registry
 from orders import selectors as order_selectors
-from proj import health
-from proj.metrics import read_pipeline_snapshot
 
 # How much history the ops page's per-minute charts show.
 OPS_WINDOW_MINUTES = 30
@@ -41,6 +42,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
         "checks": {name: problem or "ok" for name, problem in problems.items()},
     }
     return JsonResponse(body, status=200 if is_ready else 503)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus' text format, read at scrape time from PostgreSQL and Redis."""
+    return HttpResponse(generate_latest(web_registry), content_type=CONTENT_TYPE_LATEST)
 
 
 @staff_member_required

@@ -7,23 +7,23 @@ session neither writes probe files nor binds a port.
 
 import logging
 import logging.config
-from typing import TYPE_CHECKING
+from typing import cast
+from wsgiref.simple_server import WSGIServer
 
 from celery import Celery, bootsteps, signals
 from django.conf import settings
+from prometheus_client import start_http_server
 
-from proj.logging import bind_task_context, clear_task_context
-from proj.probes import ProbeFiles
-
-if TYPE_CHECKING:
-    from proj.metrics import TaskMetrics
+from core.logging import bind_task_context, clear_task_context
+from ops import task_metrics
+from ops.probes import ProbeFiles
 
 logger = logging.getLogger(__name__)
 
 # The probe files of this worker process, when probes are on (set by ProbeStep, read by the signal handlers).
 _probe_files: ProbeFiles | None = None
 # Task metrics of this worker, when its metrics endpoint is on; prefork children inherit it.
-_task_metrics: "TaskMetrics | None" = None
+_task_metrics: task_metrics.TaskMetrics | None = None
 
 
 class ProbeStep(bootsteps.StartStopStep):
@@ -50,9 +50,10 @@ class ProbeStep(bootsteps.StartStopStep):
         _probe_files.mark_connecting()
 
     def start(self, worker) -> None:
-        _probe_files.beat()
+        files = cast(ProbeFiles, _probe_files)  # made by create(), which runs first
+        files.beat()
         self.timer_entry = worker.timer.call_repeatedly(
-            settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, _probe_files.beat, priority=10
+            settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, files.beat, priority=10
         )
 
     def stop(self, worker) -> None:
@@ -98,28 +99,20 @@ class MetricsStep(bootsteps.StartStopStep):
 
     def __init__(self, worker, **kwargs) -> None:
         super().__init__(worker, **kwargs)
-        self.server = None
+        self.server: WSGIServer | None = None
 
     def include_if(self, worker) -> bool:
         return bool(settings.WORKER_METRICS_PORT)
 
     def create(self, worker):
-        # Imported here, when the worker starts: proj.metrics reads models, and this module is imported with the
-        # Celery app, before Django's app registry is ready.
-        from proj import metrics
-
         global _task_metrics
-        directory = metrics.prepare_multiprocess_directory(settings.WORKER_METRICS_DIR)
-        _task_metrics = metrics.TaskMetrics()
+        directory = task_metrics.prepare_multiprocess_directory(settings.WORKER_METRICS_DIR)
+        _task_metrics = task_metrics.TaskMetrics()
         logger.info("Worker metrics: processes write to %s", directory)
 
     def start(self, worker) -> None:
-        from prometheus_client import start_http_server
-
-        from proj import metrics
-
         self.server, _thread = start_http_server(
-            settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_ADDRESS, registry=metrics.worker_registry()
+            settings.WORKER_METRICS_PORT, addr=settings.WORKER_METRICS_ADDRESS, registry=task_metrics.worker_registry()
         )
         logger.info("Worker metrics on %s:%s/metrics", settings.WORKER_METRICS_ADDRESS, settings.WORKER_METRICS_PORT)
 

@@ -4,23 +4,21 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin import ReadOnlyTabularInline, ServiceOwnedModelAdmin, run_service_for_each
 from orders import services
 from orders.models import Order, OrderEvent, OrderItem
-from proj.admin import ReadOnlyTabularInline, ServiceOwnedModelAdmin, run_service_for_each
 
 
 class OrderItemInline(ReadOnlyTabularInline):
     model = OrderItem
-    fields = ["product", "quantity", "unit_price"]
-    readonly_fields = fields
+    fields = readonly_fields = ("product", "quantity", "unit_price")
 
 
 class OrderEventInline(ReadOnlyTabularInline):
     model = OrderEvent
     verbose_name = "timeline entry"
     verbose_name_plural = "timeline"
-    fields = ["created_at", "status", "note"]
-    readonly_fields = fields
+    fields = readonly_fields = ("created_at", "status", "note")
     ordering = ["created_at", "id"]
 
 

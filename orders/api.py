@@ -1,8 +1,8 @@
 """The orders API: the catalog, placing an order, following it and cancelling it.
 
-Reads call one selector. Writes call one service, then answer with the order in the shape `selectors.get_order`
-reads it (items and timeline prefetched), so every operation returns the order in the same shape. Errors are
-raised, never rendered here (see proj.middleware). Order ids are random UUIDs, and no operation lists orders:
+Reads call one selector. Writes call one service, then answer with the order as an `OrderDetails` (items and
+timeline), the shape `selectors.get_order` reads, so every operation returns the order in the same shape. Errors
+are raised, never rendered here (see core.api_errors). Order ids are random UUIDs, and no operation lists orders:
 knowing an order's id is what lets one see it.
 """
 
@@ -12,10 +12,11 @@ from django.conf import settings
 from ninja import Router, Status
 from ninja.decorators import decorate_view
 
+from core.api_errors import ErrorOut
+from core.ratelimit import rate_limited
 from orders import selectors, services
 from orders.idempotency import idempotent
-from orders.schemas import ErrorOut, OrderOut, PlaceOrderIn, ProductOut
-from proj.ratelimit import rate_limited
+from orders.schemas import OrderOut, PlaceOrderIn, ProductOut
 
 router = Router(tags=["orders"])
 
@@ -51,14 +52,14 @@ def list_products(request):
 # rate_limited wraps the operation, idempotent wraps both: a replayed response does not count as an order placed.
 @decorate_view(rate_limited("place_order"), idempotent)
 def place_order(request, payload: PlaceOrderIn):
-    order = services.place_order(
+    placed = services.place_order(
         email=payload.email,
         region=payload.region,
-        items=payload.order_lines(),
+        items=payload.requested_items(),
         payment_token=payload.payment_token,
         push_topic=payload.push_topic,
     )
-    return Status(201, order)  # with its items and timeline, as place_order wrote them
+    return Status(201, placed)  # with its items and timeline, as place_order wrote them
 
 
 @router.get(

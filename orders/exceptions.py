@@ -1,4 +1,6 @@
-from proj.errors import Conflict, InvalidInput, NotFound
+"""The orders app's errors: the API's refusals (each with its code and status) and the payment adapter's outcomes."""
+
+from core.errors import ApplicationError, Conflict, InvalidInput, NotFound, TransientError
 
 
 class OrderNotFound(NotFound):
@@ -17,9 +19,26 @@ class OrderNotRetryable(Conflict):
     code = "order_not_retryable"
 
 
-class OutOfStock(Exception):
-    """Not enough stock to reserve: a final outcome recorded on the order, never retried."""
+class InvalidIdempotencyKey(ApplicationError):
+    code = "invalid_idempotency_key"
+    status = 400
 
-    def __init__(self, skus: list[str]) -> None:
-        super().__init__(f"Out of stock: {', '.join(skus)}")
-        self.skus = skus
+
+class IdempotencyKeyInUse(Conflict):
+    code = "idempotency_key_in_use"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    code = "idempotency_key_reused"
+
+
+class PaymentDeclined(Exception):
+    """The provider refused the payment: final, recorded on the order, never retried."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PaymentGatewayUnavailable(TransientError):
+    """The provider did not answer (timeout, connection error): retry with the same idempotency key."""

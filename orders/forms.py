@@ -2,17 +2,18 @@
 
 import re
 from collections.abc import Iterable
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
 
+from core.errors import ApplicationError
 from orders.models import Product
 from orders.payments import SandboxGateway
-from orders.services import OrderLine
-from proj.errors import ApplicationError
+from orders.services import RequestedItem
 
-# How the service names a field of an order line: `items[0].sku`, `items[1].quantity`.
-ORDER_LINE_FIELD = re.compile(r"items\[(\d+)\]\.\w+")
+# How the service names a field of an order's item: `items[0].sku`, `items[1].quantity`.
+ORDER_ITEM_FIELD = re.compile(r"items\[(\d+)\]\.\w+")
 
 
 class PlaceOrderForm(forms.Form):
@@ -27,14 +28,16 @@ class PlaceOrderForm(forms.Form):
     )
 
     def __init__(self, *args, products: Iterable[Product], **kwargs) -> None:
-        super().__init__(*args, label_suffix="", **kwargs)
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
         self.products = list(products)
-        self.fields["region"].choices = [(region, region.upper()) for region in settings.ORDER_REGIONS]
+        region_field = cast(forms.ChoiceField, self.fields["region"])
+        region_field.choices = [(region, region.upper()) for region in settings.ORDER_REGIONS]
         for product in self.products:
             self.fields[self.quantity_field_name(product)] = forms.IntegerField(
                 label=f"Quantity of {product.name}",
                 min_value=0,
-                max_value=settings.ORDER_MAX_QUANTITY_PER_LINE,
+                max_value=settings.ORDER_MAX_QUANTITY_PER_ITEM,
                 initial=0,
                 required=False,
                 # Reserved when the order is processed: an order for a product out of stock would only fail.
@@ -49,17 +52,17 @@ class PlaceOrderForm(forms.Form):
         """Each product with its quantity field, for the template."""
         return [(product, self[self.quantity_field_name(product)]) for product in self.products]
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any] | None:
         cleaned_data = super().clean()
         quantities_valid = not any(self.has_error(self.quantity_field_name(product)) for product in self.products)
-        if quantities_valid and not self.order_lines():
+        if quantities_valid and not self.requested_items():
             raise forms.ValidationError("Choose a quantity of at least one product.", code="no_items")
         return cleaned_data
 
-    def order_lines(self) -> list[OrderLine]:
+    def requested_items(self) -> list[RequestedItem]:
         """The products chosen, in catalog order (the order the service names them: items[0], items[1], ...)."""
         return [
-            OrderLine(sku=product.sku, quantity=quantity)
+            RequestedItem(sku=product.sku, quantity=quantity)
             for product in self.products
             if (quantity := self.cleaned_data.get(self.quantity_field_name(product))) and quantity > 0
         ]
@@ -77,7 +80,7 @@ class PlaceOrderForm(forms.Form):
 
     def _field_named(self, service_name: str, products_ordered: list[Product]) -> str | None:
         """The form field behind a service's field name: `items[1].sku` is the second product ordered."""
-        line = ORDER_LINE_FIELD.fullmatch(service_name)
-        if line is not None and int(line.group(1)) < len(products_ordered):
-            return self.quantity_field_name(products_ordered[int(line.group(1))])
+        item = ORDER_ITEM_FIELD.fullmatch(service_name)
+        if item is not None and int(item.group(1)) < len(products_ordered):
+            return self.quantity_field_name(products_ordered[int(item.group(1))])
         return service_name if service_name in self.fields else None

@@ -5,7 +5,7 @@
   the same key and the same request gets that response again (`Idempotent-Replayed: true`) and changes nothing;
 - the same key with a different request is refused with 422, a retry while the first is still running with 409;
 - a request that failed stores nothing: it created nothing, and may be corrected and sent again with its key;
-- keys are kept IDEMPOTENCY_KEY_TTL_SECONDS (24 hours), then pruned by `orders.prune_idempotency_keys`.
+- keys are kept IDEMPOTENCY_KEY_TTL_SECONDS (24 hours), then pruned hourly by `prune_idempotency_keys`.
 
 How: the operation runs in one transaction holding a PostgreSQL advisory lock on the key, and the response is
 stored in that same transaction. So the order and its stored response commit together or not at all (a crash in
@@ -23,8 +23,9 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from jobs.pruning import delete_in_batches
+from orders.exceptions import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidIdempotencyKey
 from orders.models import IdempotencyKey
-from proj.errors import ApplicationError, Conflict, InvalidInput
 
 HEADER = "Idempotency-Key"
 # Visible ASCII, at most 255 characters (Stripe's limit), such as a UUID.
@@ -33,24 +34,11 @@ KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
 LOCK_NAMESPACE = "orders.idempotency-key:"
 
 
-class InvalidIdempotencyKey(ApplicationError):
-    code = "invalid_idempotency_key"
-    status = 400
-
-
-class IdempotencyKeyInUse(Conflict):
-    code = "idempotency_key_in_use"
-
-
-class IdempotencyKeyReused(InvalidInput):
-    code = "idempotency_key_reused"
-
-
 def idempotent(run):
     """Decorate an API operation (through ninja's `decorate_view`) to honour the Idempotency-Key header.
 
     `run` is django-ninja's operation: it validates the input, calls the view and renders the response, and
-    raises every error (proj.api hands them to proj.middleware), so a response returned here is a success.
+    raises every error (proj.api hands them to core.api_errors), so a response returned here is a success.
     """
 
     @functools.wraps(run)
@@ -103,7 +91,7 @@ def idempotency_key(request: HttpRequest) -> str | None:
 def request_fingerprint(request: HttpRequest) -> str:
     """What makes a retry the same request: method, path and the body's exact bytes."""
     digest = hashlib.sha256()
-    for part in (request.method.encode(), request.path.encode(), request.body):
+    for part in ((request.method or "").encode(), request.path.encode(), request.body):
         digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two requests hash the same parts
         digest.update(part)
     return digest.hexdigest()
@@ -133,3 +121,10 @@ def _replay(stored: IdempotencyKey) -> HttpResponse:
     )
     response["Idempotent-Replayed"] = "true"
     return response
+
+
+def prune_idempotency_keys(*, older_than: timedelta | None = None) -> int:
+    """Delete the keys older than `older_than` (default: their time to live, 24 hours); return how many."""
+    if older_than is None:  # not `or`: timedelta(0), "every key", is falsy
+        older_than = timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS)
+    return delete_in_batches(IdempotencyKey.objects.filter(created_at__lte=timezone.now() - older_than))

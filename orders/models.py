@@ -3,6 +3,11 @@ import uuid
 from django.db import models
 from django.db.models.functions import Now
 
+# What the services take as an order's id: its UUID, or the string of it that a message carries.
+type OrderId = uuid.UUID | str
+# Payment tokens are a provider's ids (Stripe's are about 30 characters); longer is not a token.
+PAYMENT_TOKEN_MAX_LENGTH = 64
+
 
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True)
@@ -24,6 +29,8 @@ class Product(models.Model):
         return f"{self.sku} {self.name}"
 
 
+# Status enums are module-level and attached to their model (`Order.Status`): Meta's constraints need them, and
+# Meta cannot see the model's class body.
 class OrderStatus(models.TextChoices):
     PENDING = "pending"
     PROCESSING = "processing"
@@ -45,7 +52,7 @@ class Order(models.Model):
     total = models.DecimalField(max_digits=12, decimal_places=2)
     currency = models.CharField(max_length=3)
     # The payment method to charge (a provider token); the sandbox gateway knows tok_visa, tok_chargeDeclined, ...
-    payment_token = models.CharField(max_length=64)
+    payment_token = models.CharField(max_length=PAYMENT_TOKEN_MAX_LENGTH)
     # The provider's charge id, set when the charge succeeded.
     payment_reference = models.CharField(max_length=64, blank=True)
     # ntfy topic for a push notification, if the customer asked for one.

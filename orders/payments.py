@@ -18,7 +18,7 @@ import redis
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from proj.errors import TransientError
+from orders.exceptions import PaymentDeclined, PaymentGatewayUnavailable
 
 
 @dataclass(frozen=True)
@@ -26,18 +26,6 @@ class Charge:
     id: str
     amount: Decimal
     currency: str
-
-
-class PaymentDeclined(Exception):
-    """The provider refused the payment: final, recorded on the order, never retried."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class PaymentGatewayUnavailable(TransientError):
-    """The provider did not answer (timeout, connection error): retry with the same idempotency key."""
 
 
 class PaymentGateway(Protocol):
@@ -88,11 +76,6 @@ class SandboxGateway:
             raise PaymentDeclined(record["decline_reason"])
         return Charge(id=record["id"], amount=Decimal(record["amount"]), currency=record["currency"])
 
-    def get_charge(self, idempotency_key: str) -> dict | None:
-        """The ledger entry for one idempotency key (what a provider's dashboard would show)."""
-        raw = self.redis.get(f"sandbox:charge:{idempotency_key}")
-        return json.loads(raw) if raw else None
-
     def _simulate_network(self) -> None:
         if settings.PAYMENT_SANDBOX_LATENCY_MS:
             time.sleep(settings.PAYMENT_SANDBOX_LATENCY_MS / 1000)
@@ -117,7 +100,10 @@ class SandboxGateway:
         key = f"sandbox:charge:{idempotency_key}"
         # SET NX: of two concurrent requests with one key, exactly one creates the charge; both get it back.
         if not self.redis.set(key, json.dumps(record), nx=True, ex=self.LEDGER_TTL_SECONDS):
-            record = json.loads(self.redis.get(key))
+            stored = self.redis.get(key)
+            if stored is None:  # expired between the two commands: the next attempt creates it
+                raise PaymentGatewayUnavailable("The payment provider lost the charge it was creating.")
+            record = json.loads(stored)
             if record["amount"] != str(amount) or record["currency"] != currency:
                 # What Stripe answers when one key is reused with other parameters: a bug on our side.
                 raise ValueError(f"Idempotency key {idempotency_key} was used for a different charge.")

@@ -15,7 +15,8 @@ from pydantic import AfterValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
 from orders.models import OrderStatus
-from orders.services import OrderLine
+from orders.selectors import OrderDetails
+from orders.services import RequestedItem
 
 
 def _without_control_characters(value: str) -> str:
@@ -31,21 +32,6 @@ PlainText = Annotated[
 ]
 
 
-class Error(Schema):
-    code: str = Field(description="Stable, machine-readable: `unknown_product`, `order_not_cancellable`, ...")
-    message: str = Field(description="For people: what went wrong and what to do.")
-    fields: dict[str, str] | None = Field(
-        None, description='Problems with given fields, by field: `{"items[0].sku": "Unknown product."}`.'
-    )
-    details: dict[str, object] | None = Field(
-        None, description="Facts to act on, e.g. the order's current `status` when it cannot be cancelled."
-    )
-
-
-class ErrorOut(Schema):
-    error: Error
-
-
 class ProductOut(Schema):
     sku: str
     name: str
@@ -58,7 +44,7 @@ class ProductOut(Schema):
         return product.stock > 0
 
 
-class OrderLineIn(Schema):
+class OrderItemIn(Schema):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     sku: PlainText = Field(min_length=1, max_length=64, examples=["MUG-001"])
@@ -83,7 +69,7 @@ class PlaceOrderIn(Schema):
 
     email: PlainText = Field(min_length=1, max_length=254, json_schema_extra={"format": "email"})
     region: PlainText = Field(min_length=1, max_length=16, description="A region the shop serves, e.g. `eu`.")
-    items: list[OrderLineIn] = Field(min_length=1)
+    items: list[OrderItemIn] = Field(min_length=1)
     payment_token: PlainText = Field(
         min_length=1,
         max_length=64,
@@ -94,8 +80,8 @@ class PlaceOrderIn(Schema):
         "", max_length=64, description="An ntfy topic to notify when the order completes or fails (optional)."
     )
 
-    def order_lines(self) -> list[OrderLine]:
-        return [OrderLine(sku=item.sku, quantity=item.quantity) for item in self.items]
+    def requested_items(self) -> list[RequestedItem]:
+        return [RequestedItem(sku=item.sku, quantity=item.quantity) for item in self.items]
 
 
 class OrderItemOut(Schema):
@@ -112,20 +98,22 @@ class StatusChangeOut(Schema):
 
 
 class OrderOut(Schema):
-    id: UUID
-    status: OrderStatus
-    total: Decimal = Field(description="Decimal string, computed from the catalog's prices.")
-    currency: str
+    """An `OrderDetails`: the order's own fields, its items and its timeline."""
+
+    id: UUID = Field(alias="order.id")
+    status: OrderStatus = Field(alias="order.status")
+    total: Decimal = Field(alias="order.total", description="Decimal string, computed from the catalog's prices.")
+    currency: str = Field(alias="order.currency")
     items: list[OrderItemOut]
-    created_at: datetime
+    created_at: datetime = Field(alias="order.created_at")
     status_url: str = Field(description="Where to follow the order: GET it until its status is final.")
-    timeline: list[StatusChangeOut] = Field(alias="events", description="Every status the order went through.")
+    timeline: list[StatusChangeOut] = Field(description="Every status the order went through.")
     failure_reason: str | None = Field(description="Why the order failed (e.g. the payment was declined).")
 
     @staticmethod
-    def resolve_status_url(order, context) -> str:
-        return context["request"].build_absolute_uri(reverse("api:order", kwargs={"order_id": order.pk}))
+    def resolve_status_url(details: OrderDetails, context) -> str:
+        return context["request"].build_absolute_uri(reverse("api:order", kwargs={"order_id": details.order.pk}))
 
     @staticmethod
-    def resolve_failure_reason(order) -> str | None:
-        return order.failure_reason or None
+    def resolve_failure_reason(details: OrderDetails) -> str | None:
+        return details.order.failure_reason or None

@@ -1,5 +1,9 @@
+"""Reads about orders: one order with its items and timeline, the catalog, and the numbers ops look at."""
+
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Prefetch, Q, QuerySet, Sum
@@ -9,7 +13,17 @@ from orders.exceptions import OrderNotFound
 from orders.models import Order, OrderEvent, OrderItem, Product
 
 
-def get_order(*, order_id) -> Order:
+@dataclass(frozen=True)
+class OrderDetails:
+    """An order with its items (by SKU, with their products) and its status timeline: what the API and the order
+    page show. `get_order` reads it; `services.place_order` returns the one it wrote, so nothing is read back."""
+
+    order: Order
+    items: list[OrderItem]
+    timeline: list[OrderEvent]
+
+
+def get_order(*, order_id) -> OrderDetails:
     """The order with its items (and their products) and its status timeline."""
     order = (
         Order.objects.prefetch_related(
@@ -21,12 +35,7 @@ def get_order(*, order_id) -> Order:
     )
     if order is None:
         raise OrderNotFound(f"Order {order_id} does not exist.")
-    return order
-
-
-def list_orders(*, status: str | None = None) -> QuerySet[Order]:
-    orders = Order.objects.order_by("-created_at")
-    return orders.filter(status=status) if status else orders
+    return OrderDetails(order=order, items=list(order.items.all()), timeline=list(order.events.all()))
 
 
 def list_products() -> QuerySet[Product]:
@@ -74,11 +83,11 @@ def get_placement_to_final_latency(*, bounds: tuple[float, ...]) -> dict[str, La
         .annotate(count=Count("pk"), total=Sum("latency"), **buckets)
         .order_by()
     )
-    histograms = {
+    histograms: dict[str, LatencyHistogram] = {
         status: LatencyHistogram(bounds=bounds, cumulative_counts=(0,) * len(bounds), count=0, sum_seconds=0.0)
         for status in Order.FINAL_STATUSES
     }
-    for row in rows:
+    for row in cast(Iterable[dict[str, Any]], rows):
         histograms[row["status"]] = LatencyHistogram(
             bounds=bounds,
             cumulative_counts=tuple(row[f"le_{index}"] for index in range(len(bounds))),

@@ -7,11 +7,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
+from core.errors import ApplicationError
+from core.ratelimit import enforce_rate_limit
 from orders import selectors, services
 from orders.exceptions import OrderNotFound
 from orders.forms import PlaceOrderForm
-from proj.errors import ApplicationError
-from proj.ratelimit import RateLimited, enforce_rate_limit
 
 
 @require_http_methods(["GET", "POST"])
@@ -24,20 +24,20 @@ def catalog(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             enforce_rate_limit(request, scope="place_order")
-            order = services.place_order(
+            placed = services.place_order(
                 email=form.cleaned_data["email"],
                 region=form.cleaned_data["region"],
-                items=form.order_lines(),
+                items=form.requested_items(),
                 payment_token=form.cleaned_data["payment_token"],
             )
         except ApplicationError as raised:
             error = raised
             form.add_service_error(error)
         else:
-            return redirect("storefront:order", order_id=order.pk)
+            return redirect("storefront:order", order_id=placed.order.pk)
     response = render(request, "orders/catalog.html", {"form": form}, status=error.status if error else 422)
-    if isinstance(error, RateLimited):
-        response["Retry-After"] = str(error.retry_after)
+    for name, value in (error.extra_headers if error else {}).items():
+        response[name] = value
     return response
 
 
@@ -45,8 +45,13 @@ def catalog(request: HttpRequest) -> HttpResponse:
 def order_page(request: HttpRequest, order_id: UUID) -> HttpResponse:
     """The order's status and timeline, updated live by polling the API until the status is final."""
     try:
-        order = selectors.get_order(order_id=order_id)
+        details = selectors.get_order(order_id=order_id)
     except OrderNotFound as error:
         raise Http404(error.message) from error
-    status_url = reverse("api:order", kwargs={"order_id": order.pk})
-    return render(request, "orders/order.html", {"order": order, "status_url": status_url})
+    context = {
+        "order": details.order,
+        "items": details.items,
+        "timeline": details.timeline,
+        "status_url": reverse("api:order", kwargs={"order_id": details.order.pk}),
+    }
+    return render(request, "orders/order.html", context)

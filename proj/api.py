@@ -21,7 +21,7 @@ class StrictJsonParser(Parser):
 
 class ShopApi(NinjaAPI):
     def on_exception(self, request, exc):
-        # Every error leaves through proj.middleware.ApiErrorMiddleware, which renders the project's one error
+        # Every error leaves through core.api_errors.ApiErrorMiddleware, which renders the project's one error
         # shape, also for errors that never pass through django-ninja (unknown URL, body refused, ...).
         raise exc
 

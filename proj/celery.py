@@ -41,8 +41,8 @@ def _drop_unusable_database_connections(**kwargs) -> None:
         connection.close_if_unusable_or_obsolete()
 
 
-# Probe files, the worker metrics endpoint and per-task log context (proj/worker.py). Imported last: it reads
+# Probe files, the worker metrics endpoint and per-task log context (ops/worker.py). Imported last: it reads
 # Django settings lazily, when a worker starts.
-from proj import worker  # noqa: E402
+from ops import worker  # noqa: E402
 
 worker.install(app)

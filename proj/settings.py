@@ -6,12 +6,13 @@ developer's laptop. With DJANGO_DEBUG off, the service refuses to start without 
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from proj import routing
+from jobs import routing
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -44,7 +45,9 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is off (see .env.example).")
     SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105 - development only
 
+# Production names its hosts; Django refuses requests for any other (Host header attacks).
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")
+# Origins whose POSTs (the storefront's form) pass the CSRF check when served behind a proxy on another host.
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
@@ -64,6 +67,7 @@ INSTALLED_APPS = [
     "orders",
     "notifications",
     "analytics",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -71,7 +75,7 @@ MIDDLEWARE = [
     # Static files straight from the app server (no CDN, no separate web server), before anything else runs.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # The JSON API's boundary: rejects what it cannot read (413, 415) and renders every error in one shape.
-    "proj.middleware.ApiErrorMiddleware",
+    "core.api_errors.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -86,8 +90,8 @@ WSGI_APPLICATION = "proj.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        # Cross-cutting pages (the ops page) live in proj/templates; apps keep theirs in <app>/templates.
-        "DIRS": [BASE_DIR / "proj" / "templates"],
+        # Every app keeps its templates in <app>/templates (the ops page's are in ops/).
+        "DIRS": [],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -133,11 +137,17 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Security (production values; `manage.py check --deploy` passes with DJANGO_DEBUG off) ---------------------
 
+# The TLS proxy in front of the app tells it the client's scheme; only trust this header behind such a proxy.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Plain-HTTP requests are redirected (301) to HTTPS. Right behind a TLS proxy; off for plain HTTP on a laptop.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# Browsers remember to use HTTPS only for this long (30 days), for this host and its subdomains.
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 60 * 60 * 24 * 30)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+# Opt-in: the preload list is hard to leave and requires max-age of a year or more and includeSubDomains.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
+# `check --deploy` warns while preload is off; off is the deliberate default above.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 # Health probes and metrics are scraped over plain HTTP inside the cluster.
@@ -145,21 +155,28 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 # --- Logging -----------------------------------------------------------------------------------------------------
 
-# One JSON object per line in production (for the log collector), readable text in development. Inside a task,
-# every line carries task_id, task_name and order_id (proj/logging.py); workers use this too, not Celery's format.
+# One JSON object per line in production (for the log collector), readable text in development (core/logging.py).
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text" if DEBUG else "json")
 if LOG_FORMAT not in {"text", "json"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', not {LOG_FORMAT!r}.")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"task_context": {"()": "proj.logging.TaskContextFilter"}},
+    "filters": {
+        "task_context": {"()": "core.logging.TaskContextFilter"},
+        # Every beat entry is housekeeping: Celery's lines about its runs only show at DEBUG (set after the schedule).
+        "quiet_housekeeping": {"()": "core.logging.QuietHousekeepingFilter"},
+    },
     "formatters": {
-        "text": {"()": "proj.logging.TextFormatter"},
-        "json": {"()": "proj.logging.JsonFormatter"},
+        "text": {"()": "core.logging.TextFormatter"},
+        "json": {"()": "core.logging.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["task_context"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["task_context", "quiet_housekeeping"],
+        },
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
@@ -170,6 +187,7 @@ EMAIL_BACKEND = os.environ.get(
     "EMAIL_BACKEND",
     "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
 )
+# Where the file email backend writes (development only).
 EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(BASE_DIR / "var" / "mail"))
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
@@ -186,27 +204,30 @@ PUSH_TIMEOUT_SECONDS = env_float("PUSH_TIMEOUT_SECONDS", 5.0)
 
 # --- Orders and payments -------------------------------------------------------------------------------------------
 
+# The currency of the demo catalog (`seed_catalog`); an order's currency is its products'.
 SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "EUR")
+# Where the shop delivers: an order names one of these, and anything else is refused (422).
 ORDER_REGIONS = env_list("ORDER_REGIONS", "eu,us,ap")
-# More than this many units of one product in one order is a typo or abuse, not a purchase.
-ORDER_MAX_QUANTITY_PER_LINE = env_int("ORDER_MAX_QUANTITY_PER_LINE", 100)
-ORDER_MAX_LINES = env_int("ORDER_MAX_LINES", 50)
-# An order `pending` or `processing` for longer than this lost its message (e.g. Redis restarted without
-# persistence, or a worker vanished): the reconciler schedules it again. Longer than the broker's visibility
+# More than this many units of one product, or items in one order, is a typo or abuse, not a purchase.
+ORDER_MAX_QUANTITY_PER_ITEM = env_int("ORDER_MAX_QUANTITY_PER_ITEM", 100)
+ORDER_MAX_ITEMS = env_int("ORDER_MAX_ITEMS", 50)
+# An order unfinished this long lost its message: the reconciler schedules it again. Longer than the visibility
 # timeout, so a message that Redis will redeliver anyway is not duplicated needlessly.
 ORDER_STUCK_AFTER_SECONDS = env_int("ORDER_STUCK_AFTER_SECONDS", 15 * 60)
-# A final order whose notification is neither sent nor being sent this long after lost its message (Redis restarted
-# without persistence, or a worker killed as it took the message): the notification reconciler sends it again.
-# Longer than the visibility timeout, so a message that Redis will redeliver anyway is not duplicated needlessly.
+# A final order's notification neither sent nor being sent this long after lost its message: sent again. Longer
+# than the visibility timeout, for the same reason.
 NOTIFICATION_MISSING_AFTER_SECONDS = env_int("NOTIFICATION_MISSING_AFTER_SECONDS", 15 * 60)
 # How far back it looks (orders that became final within this long): bounds its query, leaves a day to recover.
 NOTIFICATION_RECONCILE_WINDOW_SECONDS = env_int("NOTIFICATION_RECONCILE_WINDOW_SECONDS", 24 * 60 * 60)
 
+# The payment adapter (orders/payments.py): the sandbox until a real provider is plugged in.
 PAYMENT_GATEWAY = os.environ.get("PAYMENT_GATEWAY", "orders.payments.SandboxGateway")
 # The sandbox keeps its ledger of charges in Redis, outside our database transactions, as a real provider would.
 PAYMENT_SANDBOX_REDIS_URL = os.environ.get("PAYMENT_SANDBOX_REDIS_URL", "redis://127.0.0.1:6379/2")
+# A slow or flaky network for benchmarks and fault tests; none by default.
 PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0)
 PAYMENT_SANDBOX_FAILURE_RATE = env_float("PAYMENT_SANDBOX_FAILURE_RATE", 0.0)
+# How often `tok_timeout` times out before it answers: enough for the storefront to show a retry.
 PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS = env_int("PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS", 2)
 
 # --- Outbox --------------------------------------------------------------------------------------------------------
@@ -215,19 +236,19 @@ PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS = env_int("PAYMENT_SANDBOX_TIMEOUTS_BEFO
 OUTBOX_RELAY_AFTER_SECONDS = env_int("OUTBOX_RELAY_AFTER_SECONDS", 10)
 # How often beat runs the relay; events for analytics wait at most about this long.
 OUTBOX_RELAY_INTERVAL_SECONDS = env_float("OUTBOX_RELAY_INTERVAL_SECONDS", 2.0)
+# Rows per relay transaction: one batch message of events stays well under a megabyte.
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
-# Where events go: each consumer task receives batches of `events` and confirms them once stored
-# (jobs.base.EventConsumerTask). One confirmation stands for every consumer, so a second consumer needs receipts
-# of its own before it is added here.
+# The tasks that receive batches of events and confirm them once stored (jobs.base.EventConsumerTask). One
+# confirmation stands for every consumer: a second consumer needs receipts of its own first.
 OUTBOX_EVENT_CONSUMERS = env_list("OUTBOX_EVENT_CONSUMERS", "analytics.track_events")
-# Events sent this long ago that no consumer confirmed were lost with their batch (Redis restarted without its
-# append-only file, or a worker killed between taking the message and recording it unacknowledged): sent again.
-# Longer than the visibility timeout, so a batch held by a dead worker comes back by itself first.
+# Events sent this long ago that no consumer confirmed were lost with their batch: sent again. Longer than the
+# visibility timeout, so a batch held by a dead worker comes back by itself first.
 OUTBOX_EVENT_REDELIVER_AFTER_SECONDS = env_int("OUTBOX_EVENT_REDELIVER_AFTER_SECONDS", 15 * 60)
 
 # --- Celery --------------------------------------------------------------------------------------------------------
-# Read by proj/celery.py through config_from_object(namespace="CELERY").
+# Read by proj/celery.py through config_from_object(namespace="CELERY"); the settings without that prefix are ours.
 
+# The broker; the rate limiter defaults to it too (its keys are prefixed).
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 # Results live in PostgreSQL (django-celery-results), so they survive a Redis restart and show in the admin.
@@ -243,6 +264,7 @@ CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
 # No expiry, so beat installs no `celery.backend_cleanup` of its own: `prune` (PRUNE_RETENTION_DAYS) is the one place
 # that decides how long results are kept.
 CELERY_RESULT_EXPIRES = None
+# With the retries above, about a minute of database outage before a result is given up on.
 CELERY_RESULT_BACKEND_MAX_RETRIES = 10
 
 # JSON only: pickle would let anyone who can write to Redis run code in our workers.
@@ -261,39 +283,33 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Time limits: a task over the soft limit gets SoftTimeLimitExceeded (and retries); the hard limit kills it.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90)
-# The longest delay any task may ask for (countdown, retry backoff); tasks/tests check against it.
-CELERY_MAX_TASK_DELAY_SECONDS = env_int("CELERY_MAX_TASK_DELAY_SECONDS", 300)
-# Redis redelivers an unacknowledged message after this long. It must exceed the longest countdown, backoff and
-# hard time limit, or a task still waiting or running is delivered a second time; a test checks the bound.
-# It is also how long a message held by a worker that died abruptly waits before another worker gets it.
-CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 600)
+# The longest delay any task may ask for (countdown, retry backoff); a test keeps it below the visibility timeout.
+TASK_MAX_DELAY_SECONDS = env_int("TASK_MAX_DELAY_SECONDS", 300)
+# Redis redelivers an unacknowledged message after this long: above the longest countdown, backoff and hard time
+# limit, or a task still waiting or running is delivered twice (tests/test_celery_config.py checks the bound).
+BROKER_VISIBILITY_TIMEOUT_SECONDS = env_int("BROKER_VISIBILITY_TIMEOUT_SECONDS", 600)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
-    # Sweep for messages of dead workers every ~30 s instead of kombu's default of ~100 s. The fault tests shorten
-    # both (with the visibility timeout), so a killed worker's message comes back in seconds.
-    "unacked_restore_interval": env_int("CELERY_UNACKED_RESTORE_INTERVAL_SECONDS", 10),
-    "unacked_restore_throttle": env_int("CELERY_UNACKED_RESTORE_THROTTLE", 3),
+    "visibility_timeout": BROKER_VISIBILITY_TIMEOUT_SECONDS,
+    # Sweep for messages past the visibility timeout every ~30 s instead of kombu's default of ~100 s.
+    "unacked_restore_interval": env_int("BROKER_UNACKED_RESTORE_INTERVAL_SECONDS", 10),
+    "unacked_restore_throttle": env_int("BROKER_UNACKED_RESTORE_THROTTLE", 3),
     # A broker that vanished without closing the TCP connection must not hang a publish forever.
-    "socket_timeout": env_float("CELERY_BROKER_SOCKET_TIMEOUT", 5.0),
-    "socket_connect_timeout": env_float("CELERY_BROKER_CONNECT_TIMEOUT", 2.0),
+    "socket_timeout": env_float("BROKER_SOCKET_TIMEOUT_SECONDS", 5.0),
+    "socket_connect_timeout": env_float("BROKER_CONNECT_TIMEOUT_SECONDS", 2.0),
 }
 # Same options for a Redis result backend, should CELERY_RESULT_BACKEND point to one.
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
 # Publishing happens right after a commit, often inside a web request: give up quickly (the outbox relay sends
 # the message later) rather than keep the customer waiting while Redis is down.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
-# Each of those 3 attempts waits at most this long for Redis to answer (proj/celery.py applies it to publishing
-# connections only), so a Redis that hangs (accepts connections, never answers) holds a request about 1.7 s, not
-# 3 x CELERY_BROKER_SOCKET_TIMEOUT (tests/faults/test_broker_down.py). Consumers keep the longer socket timeout.
+# Each of those 3 attempts waits at most this long for Redis (publishing connections only, proj/celery.py): a
+# hung Redis holds a request about 1.7 s (tests/faults/test_broker_down.py); consumers keep the socket timeout.
 BROKER_PUBLISH_TIMEOUT_SECONDS = env_float("BROKER_PUBLISH_TIMEOUT_SECONDS", 0.5)
 # On losing the broker connection, stop running tasks instead of finishing them: their messages are unacked and
 # will be redelivered, and an ack sent on a new connection would be rejected anyway.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
-# Rolling restarts: workers run with REMAP_SIGTERM=SIGQUIT (docker-compose.yml, and the pod spec), so SIGTERM starts a
-# soft shutdown: running tasks get this many seconds to finish, then they are cancelled and their unacknowledged
-# messages go back to the queue for another worker (tests/faults/test_rolling_restart.py). 25 s fits inside
-# Kubernetes' default terminationGracePeriodSeconds (30 s) with room for the cold shutdown; the grace period of
-# whatever stops workers (compose's stop_grace_period, the pod's) must stay above it, or SIGKILL comes first.
+# With REMAP_SIGTERM=SIGQUIT, SIGTERM gives running tasks this long to finish before their messages are requeued
+# (tests/faults/test_rolling_restart.py). Whatever stops workers must wait longer (compose's stop_grace_period).
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 25.0)
 # Workers and beat started before Redis keep retrying instead of exiting (startup order does not matter).
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -302,16 +318,18 @@ CELERY_WORKER_SEND_TASK_EVENTS = True
 # No `task-sent` event: it would be a second Redis publish for every message, paid inside web requests, and Flower
 # lists a task from its `task-received` event a moment later anyway (docs/benchmarks.md measures the cost).
 CELERY_TASK_SEND_SENT_EVENT = False
-# Queues are declared in proj/celery.py; a task without a route would land on a queue nobody consumes.
+# Queues are declared in jobs/routing.py; a task without a route would land on a queue nobody consumes.
 CELERY_TASK_CREATE_MISSING_QUEUES = False
+# Where a task the router does not know goes (every one of ours has a route: tests/test_celery_config.py).
 CELERY_TASK_DEFAULT_QUEUE = "orders"
 # Celery closes the database connection around every task unless told to reuse it; reconnecting costs more than
 # the task. Our own task_prerun hook drops connections that are broken or older than CONN_MAX_AGE instead.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000)
 # Periodic tasks live in the database (django-celery-beat), editable in the admin; CELERY_BEAT_SCHEDULE seeds them.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Crontab entries (the daily prune at 03:30) are read in UTC, as every timestamp we store.
 CELERY_TIMEZONE = TIME_ZONE
-# Queues and the router live in proj/routing.py: one place decides where every task goes.
+# Queues and the router live in jobs/routing.py: one place decides where every task goes.
 CELERY_TASK_QUEUES = routing.QUEUES
 CELERY_TASK_ROUTES = (routing.route_task,)
 # Option `expire_seconds`, not Celery's `expires`: the DatabaseScheduler stores only the former (a PeriodicTask column)
@@ -339,8 +357,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(hour=3, minute=30),
         "options": {"expire_seconds": 300},
     },
-    # Idempotency keys older than IDEMPOTENCY_KEY_TTL_SECONDS are deleted hourly: they outlive their TTL by at
-    # most an hour, and a key past its TTL is ignored (and replaced) even before it is pruned.
+    # Idempotency keys past IDEMPOTENCY_KEY_TTL_SECONDS, hourly: the one schedule that prunes them (a key past
+    # its TTL is ignored, and replaced, even before it is pruned).
     "prune-idempotency-keys": {
         "task": "orders.prune_idempotency_keys",
         "schedule": 60.0 * 60,
@@ -350,7 +368,7 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- Web: JSON API and storefront --------------------------------------------------------------------------------
 
-# Larger request bodies are refused (413) before they are read; an order of ORDER_MAX_LINES lines is a few KiB.
+# Larger request bodies are refused (413) before they are read; an order of ORDER_MAX_ITEMS items is a few KiB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024)
 # A response stored for an Idempotency-Key is replayed to retries for this long, then pruned (as Stripe does).
 IDEMPOTENCY_KEY_TTL_SECONDS = env_int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 60 * 60)
@@ -368,30 +386,32 @@ RATE_LIMIT_TRUSTED_PROXIES = env_int("RATE_LIMIT_TRUSTED_PROXIES", 0)
 
 # --- Operations: retention, worker probes and metrics, Flower (README "Operating it") ---------------------------
 
-# Task results, sent outbox rows and delivery counts older than this are deleted by `prune` (daily beat task).
+# Task results, sent outbox rows and delivery counts older than this are deleted by `prune` (daily beat task):
 # django-celery-results' table otherwise grows by one row per task forever.
 PRUNE_RETENTION_DAYS = env_int("PRUNE_RETENTION_DAYS", 30)
-# What `prune` deletes: a label and the path of a function `(*, older_than: timedelta) -> int` (rows deleted); each
-# app prunes its own history through it. Idempotency keys also expire hourly at their TTL (prune-idempotency-keys).
+# What `prune` deletes: a label and a function `(*, older_than: timedelta) -> int` (rows deleted). Idempotency keys
+# are not history: they have a time to live of their own, pruned hourly (prune-idempotency-keys).
 PRUNE_TARGETS = {
-    "task results": "jobs.services.prune_task_results",
-    "sent outbox messages": "jobs.services.prune_sent_outbox_messages",
-    "task deliveries": "jobs.services.prune_task_deliveries",
-    "idempotency keys": "orders.services.prune_idempotency_keys",
+    "task results": "jobs.pruning.prune_task_results",
+    "sent outbox messages": "jobs.pruning.prune_sent_outbox_messages",
+    "task deliveries": "jobs.pruning.prune_task_deliveries",
 }
 # Rows per DELETE statement: short transactions, so pruning never holds locks that orders wait for.
 PRUNE_BATCH_SIZE = env_int("PRUNE_BATCH_SIZE", 5000)
 
-# The worker's probe files (proj/probes.py); empty turns the probes off (tests, shells). In Kubernetes an emptyDir.
+# The worker's probe files (ops/probes.py); empty turns the probes off (tests, shells). In Kubernetes an emptyDir.
 WORKER_PROBE_DIR = os.environ.get("WORKER_PROBE_DIR", "")
 # How often the worker's event loop touches its heartbeat; the probe's --max-age (60 s) allows many misses.
 WORKER_HEARTBEAT_INTERVAL_SECONDS = env_float("WORKER_HEARTBEAT_INTERVAL_SECONDS", 5.0)
-# Port on which each worker serves its task metrics (proj/metrics.py); 0 turns it off. 9808 is celery-exporter's.
+# Port on which each worker serves its task metrics (ops/task_metrics.py); 0 turns it off. 9808 is celery-exporter's.
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 WORKER_METRICS_ADDRESS = os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0")  # noqa: S104 - scraped from the pod network
 # Where the worker's processes write their metrics (emptied at start); empty: a new temporary directory.
 WORKER_METRICS_DIR = os.environ.get("WORKER_METRICS_DIR", "")
 
-# Flower reads FLOWER_BASIC_AUTH (user:password[,user:password]) and FLOWER_URL_PREFIX itself; proj/flowerconfig.py
-# refuses to start it without credentials when DJANGO_DEBUG is off.
+# Flower reads FLOWER_BASIC_AUTH (user:password[,...]) itself; proj/flowerconfig.py refuses to start without it in
+# production.
 FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "")
+
+# The housekeeping whose idle runs stay out of the log (core.logging.QuietHousekeepingFilter): every beat entry.
+LOGGING["filters"]["quiet_housekeeping"]["task_names"] = [entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()]

@@ -36,7 +36,7 @@ from django.core.management import call_command  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from orders.exceptions import OrderNotCancellable  # noqa: E402
-from orders.services import OrderLine, cancel_order, place_order  # noqa: E402
+from orders.services import RequestedItem, cancel_order, place_order  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -57,7 +57,7 @@ WORKER_ENVIRONMENT = {
     "PAYMENT_SANDBOX_LATENCY_MS": "150",
     "PAYMENT_SANDBOX_FAILURE_RATE": "0.05",
     "PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS": "12",
-    "CELERY_MAX_TASK_DELAY_SECONDS": "2",
+    "TASK_MAX_DELAY_SECONDS": "2",
 }
 # Payment tokens of the demo orders, by weight.
 TOKENS = {"tok_visa": 85, "tok_chargeDeclined": 8, "tok_timeout": 3}
@@ -148,9 +148,11 @@ def place_orders_in_waves(*, minutes: float) -> None:
     placed = 0
     while time.monotonic() < deadline:
         for _ in range(chooser.randint(2, 12)):
-            items = [OrderLine(sku, chooser.randint(1, 3)) for sku in chooser.sample(SKUS, k=2)]
+            items = [RequestedItem(sku, chooser.randint(1, 3)) for sku in chooser.sample(SKUS, k=2)]
             token = chooser.choices(tokens, weights)[0]
-            order = place_order(email=f"customer{placed}@example.com", region="eu", items=items, payment_token=token)
+            order = place_order(
+                email=f"customer{placed}@example.com", region="eu", items=items, payment_token=token
+            ).order
             placed += 1
             if chooser.random() < 0.03:
                 # A worker may get to it first, as happens to customers too.

@@ -1,3 +1,4 @@
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -6,10 +7,11 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from django.db import connection, connections
 
+from jobs.routing import QUEUE_NAMES, QUEUES
 from orders.payments import SandboxGateway, get_gateway
 from proj.celery import app as celery_app
-from proj.routing import QUEUE_NAMES, QUEUES
 from tests.factories import ProductFactory
+from tests.helpers import wait_for
 from tests.push_server import PushServer, start_push_server
 
 
@@ -53,10 +55,16 @@ def queue_length(name: str) -> int:
         return broker.default_channel.client.llen(name)
 
 
-def project_worker():
-    """A real Celery worker (4 threads) consuming this project's queues from real Redis, in this process; a
-    context manager that stops it on leaving."""
-    return start_worker(
+@contextlib.contextmanager
+def project_worker() -> Iterator:
+    """A real Celery worker (4 threads) consuming this project's queues from real Redis, in this process, once it
+    answers control messages; it is stopped on leaving.
+
+    Celery's test worker says it started before its event loop subscribed to the control channel: a broadcast sent
+    in between (Redis pub/sub keeps nothing for absent subscribers) is lost, and the worker never answers it. So
+    wait until it answers a ping, as a client of a real deployment would see it.
+    """
+    with start_worker(
         celery_app,
         pool="threads",
         concurrency=4,
@@ -64,7 +72,14 @@ def project_worker():
         perform_ping_check=False,
         shutdown_timeout=30,
         loglevel="WARNING",
-    )
+    ) as worker:
+        wait_for(
+            lambda: celery_app.control.ping(destination=[worker.hostname], timeout=0.5),
+            timeout=30,
+            interval=0,
+            message="the test worker to answer control messages",
+        )
+        yield worker
 
 
 @pytest.fixture

@@ -1,3 +1,4 @@
+import json
 import time
 
 
@@ -11,3 +12,9 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"Timed out after {timeout} s waiting for {message}.")
         time.sleep(interval)
+
+
+def sandbox_charge(sandbox, idempotency_key: str) -> dict | None:
+    """The payment sandbox's ledger entry for one idempotency key (what a provider's dashboard would show)."""
+    raw = sandbox.redis.get(f"sandbox:charge:{idempotency_key}")
+    return json.loads(raw) if raw else None

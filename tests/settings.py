@@ -11,6 +11,6 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("PAYMENT_SANDBOX_REDIS_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 # Retries back off for at most a second, so tests that exhaust them finish quickly.
-os.environ.setdefault("CELERY_MAX_TASK_DELAY_SECONDS", "1")
+os.environ.setdefault("TASK_MAX_DELAY_SECONDS", "1")
 
 from proj.settings import *  # noqa: F403

@@ -9,9 +9,9 @@ import pytest
 from django.conf import settings
 
 from jobs.base import ReliableTask
+from jobs.routing import QUEUE_NAMES, route_task
 from orders import tasks as order_tasks
 from proj.celery import app
-from proj.routing import QUEUE_NAMES, route_task
 
 OUR_APPS = ("orders", "notifications", "analytics", "jobs")
 
@@ -47,7 +47,11 @@ def test_publishing_waits_less_for_redis_than_consuming():
 
     assert publishing["socket_timeout"] == publishing["socket_connect_timeout"] == 0.5
     assert (consuming["socket_timeout"], consuming["socket_connect_timeout"]) == (5.0, 2.0)
-    assert publishing["visibility_timeout"] == consuming["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
+    assert (
+        publishing["visibility_timeout"]
+        == consuming["visibility_timeout"]
+        == settings.BROKER_VISIBILITY_TIMEOUT_SECONDS
+    )
 
 
 def test_soft_shutdown_fits_inside_the_grace_period_of_whatever_stops_workers():
@@ -57,8 +61,8 @@ def test_soft_shutdown_fits_inside_the_grace_period_of_whatever_stops_workers():
 
 
 def test_broker_and_result_backend_share_the_visibility_timeout():
-    assert app.conf.broker_transport_options["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
-    assert app.conf.result_backend_transport_options["visibility_timeout"] == settings.CELERY_VISIBILITY_TIMEOUT
+    assert app.conf.broker_transport_options["visibility_timeout"] == settings.BROKER_VISIBILITY_TIMEOUT_SECONDS
+    assert app.conf.result_backend_transport_options["visibility_timeout"] == settings.BROKER_VISIBILITY_TIMEOUT_SECONDS
 
 
 def test_every_task_has_a_stable_name_and_a_declared_queue():
@@ -121,7 +125,9 @@ def test_the_production_defaults_keep_the_bound_too():
         "print(json.dumps({'visibility_timeout': app.conf.broker_transport_options['visibility_timeout'],\n"
         "                  'delays': longest_delays(app.conf, our_tasks())}))\n"
     )
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("CELERY_", "ORDER_"))}
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith(("CELERY_", "ORDER_", "TASK_", "BROKER_"))
+    }
     environment |= {"DJANGO_SETTINGS_MODULE": "proj.settings", "DJANGO_DEBUG": "true"}
     output = subprocess.run(
         [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True, timeout=60
@@ -137,9 +143,9 @@ def test_the_production_defaults_keep_the_bound_too():
 def test_the_recovery_thresholds_wait_for_redelivery_first():
     # Redis redelivers a dead worker's message after the visibility timeout; the reconcilers and the relay's second
     # sending of unconfirmed events come after that.
-    assert settings.ORDER_STUCK_AFTER_SECONDS > settings.CELERY_VISIBILITY_TIMEOUT
-    assert settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS > settings.CELERY_VISIBILITY_TIMEOUT
-    assert settings.NOTIFICATION_MISSING_AFTER_SECONDS > settings.CELERY_VISIBILITY_TIMEOUT
+    assert settings.ORDER_STUCK_AFTER_SECONDS > settings.BROKER_VISIBILITY_TIMEOUT_SECONDS
+    assert settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS > settings.BROKER_VISIBILITY_TIMEOUT_SECONDS
+    assert settings.NOTIFICATION_MISSING_AFTER_SECONDS > settings.BROKER_VISIBILITY_TIMEOUT_SECONDS
 
 
 @pytest.mark.parametrize("name", ["orders.process_order", "notifications.send_notification", "analytics.track_events"])

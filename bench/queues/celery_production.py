@@ -19,7 +19,7 @@ __all__ = ("app", "enqueue")
 app.conf.update(json.loads(os.environ.get("BENCH_CELERY_OVERRIDES", "{}")))
 
 
-# Declared like the project's own tasks (a result is stored), and routed by proj/routing.py: "bench" is no app
+# Declared like the project's own tasks (a result is stored), and routed by jobs/routing.py: "bench" is no app
 # of the project, so the task goes to the default queue, "orders".
 @app.task(name="bench.noop")
 def noop_task(index: int, enqueued_at: float) -> None:

@@ -8,7 +8,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from jobs.models import OutboxMessage
 from orders import services
 from orders.models import Order
-from orders.services import OrderLine
+from orders.services import RequestedItem
 from tests.api.conftest import ORDER, post_json
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +20,9 @@ def as_json(moment) -> str:
 
 
 def place(email="ada@example.com", payment_token="tok_visa") -> Order:
-    return services.place_order(email=email, region="eu", items=[OrderLine("MUG-001", 2)], payment_token=payment_token)
+    return services.place_order(
+        email=email, region="eu", items=[RequestedItem("MUG-001", 2)], payment_token=payment_token
+    ).order
 
 
 def test_placing_an_order_answers_201_with_the_order_and_schedules_its_processing_after_commit(

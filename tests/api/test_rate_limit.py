@@ -3,8 +3,8 @@
 import pytest
 from django.test import Client
 
+from core import ratelimit
 from orders.models import Order
-from proj import ratelimit
 from tests.api.conftest import ORDER, post_json
 
 pytestmark = pytest.mark.django_db

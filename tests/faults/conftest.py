@@ -21,11 +21,14 @@ def point_celery_at(url: str) -> None:
     """Publish from this process to `url` from now on: close the pooled connections to the previous broker.
 
     kombu keeps its pools in module-wide registries keyed by broker URL: they are closed and cleared, not only
-    the app's references, or switching back would hand out the closed pool of the earlier URL.
+    the app's references, or switching back would hand out the closed pool of the earlier URL. The control
+    mailbox caches the producer pool it first used (an in-process worker's replies): it is dropped too, or
+    control messages and replies would go through the closed pool.
     """
     pools.reset()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
+    del celery_app.control.mailbox.producer_pool
     celery_app.conf.broker_url = url
 
 

@@ -23,7 +23,7 @@ from bench.environment import Processes, RedisServer
 from jobs.models import DeadLetter
 from notifications.models import Notification
 from orders.models import Order, OrderEvent
-from orders.services import OrderLine, place_order
+from orders.services import RequestedItem, place_order
 from tests.helpers import wait_for
 from tests.ops.helpers import worker_environment
 
@@ -80,9 +80,9 @@ class FaultEnvironment:
                     # Every email is built as SMTP would and recorded as one line in a file all workers append to.
                     "EMAIL_BACKEND": "bench.mail.RecordingBackend",
                     "BENCH_MAIL_LOG": str(self.mail_log),
-                    "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS),
-                    "CELERY_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
-                    "CELERY_UNACKED_RESTORE_THROTTLE": "1",
+                    "BROKER_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY_TIMEOUT_SECONDS),
+                    "BROKER_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
+                    "BROKER_UNACKED_RESTORE_THROTTLE": "1",
                     # SIGTERM starts Celery's cold shutdown, preceded by the soft shutdown (as in production).
                     "REMAP_SIGTERM": "SIGQUIT",
                     "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT": "3",
@@ -132,7 +132,9 @@ class FaultEnvironment:
 
 def place_one(email: str, *, quantity: int = 2) -> Order:
     """An order of `quantity` MUG-001 (the test creates the product), paid with the card that succeeds."""
-    return place_order(email=email, region="eu", items=[OrderLine("MUG-001", quantity)], payment_token="tok_visa")
+    return place_order(
+        email=email, region="eu", items=[RequestedItem("MUG-001", quantity)], payment_token="tok_visa"
+    ).order
 
 
 def wait_until_processing(order: Order) -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from jobs.models import OutboxMessage
-from jobs.services import relay_outbox
+from jobs.outbox import relay_outbox
 from orders.models import Order
 from tests.factories import ProductFactory
 from tests.faults.helpers import assert_completed_exactly_once, wait_for_orders

@@ -13,9 +13,10 @@ from django.db.models import Count
 
 from analytics.models import Event
 from jobs.models import DeadLetter, OutboxMessage
-from jobs.services import relay_outbox
+from jobs.outbox import relay_outbox
 from orders.models import Order
-from orders.services import OrderLine, place_order, reconcile_notifications, reconcile_stuck_orders
+from orders.reconciliation import reconcile_notifications, reconcile_stuck_orders
+from orders.services import RequestedItem, place_order
 from tests.factories import ProductFactory
 from tests.faults.helpers import (
     assert_completed_exactly_once,
@@ -33,8 +34,11 @@ ORDERS_IN_FLIGHT = 500
 def place(count: int, *, prefix: str) -> list[Order]:
     return [
         place_order(
-            email=f"{prefix}{index}@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token="tok_visa"
-        )
+            email=f"{prefix}{index}@example.com",
+            region="eu",
+            items=[RequestedItem("MUG-001", 1)],
+            payment_token="tok_visa",
+        ).order
         for index in range(count)
     ]
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from orders.models import Order
-from orders.services import reconcile_stuck_orders
+from orders.reconciliation import reconcile_stuck_orders
 from orders.tasks import reconcile_stuck_orders_task
 from tests.factories import ProductFactory
 from tests.faults.helpers import (

@@ -15,10 +15,10 @@ from django_celery_results.models import TaskResult
 from analytics.models import Event
 from analytics.tasks import track_events_task
 from jobs.models import DeadLetter, OutboxMessage
-from jobs.services import relay_outbox
+from jobs.outbox import relay_outbox
 from notifications.models import Notification
 from orders.models import Order, Product
-from orders.services import OrderLine, place_order
+from orders.services import RequestedItem, place_order
 from orders.tasks import process_order_task
 from tests.factories import ProductFactory
 from tests.helpers import wait_for
@@ -48,8 +48,8 @@ def test_two_hundred_orders_complete_each_with_one_email_and_one_event(celery_wo
             email=f"customer{index}@example.com",
             region="eu",
             payment_token="tok_visa",
-            items=[OrderLine("MUG-001", 1), OrderLine("TEE-001", 2)],
-        )
+            items=[RequestedItem("MUG-001", 1), RequestedItem("TEE-001", 2)],
+        ).order
         for index in range(200)
     ]
     wait_for(lambda: finished(200), timeout=120, message="200 orders to finish")
@@ -79,8 +79,8 @@ def test_exhausted_retries_fail_the_order_and_keep_a_dead_letter(celery_worker, 
 
     # when
     order = place_order(
-        email="ada@example.com", region="eu", items=[OrderLine("MUG-001", 2)], payment_token="tok_timeout"
-    )
+        email="ada@example.com", region="eu", items=[RequestedItem("MUG-001", 2)], payment_token="tok_timeout"
+    ).order
     wait_for(lambda: finished(1), timeout=60, message="the order to fail")
 
     # then
@@ -111,10 +111,10 @@ def test_an_order_whose_publish_died_with_its_process_is_delivered_by_the_relay(
     script = (
         "import os, django; django.setup()\n"
         "from django.db import transaction\n"
-        "from orders.services import OrderLine, place_order\n"
+        "from orders.services import RequestedItem, place_order\n"
         "with transaction.atomic():\n"
         "    transaction.on_commit(lambda: os._exit(0))  # registered first, so it runs before the publish\n"
-        "    order = place_order(email='ada@example.com', region='eu', items=[OrderLine('MUG-001', 1)],\n"
+        "    order = place_order(email='ada@example.com', region='eu', items=[RequestedItem('MUG-001', 1)],\n"
         "                        payment_token='tok_visa')\n"
     )
     environment = os.environ | {"DJANGO_SETTINGS_MODULE": "tests.settings", "DATABASE_URL": database_url()}
@@ -136,7 +136,7 @@ def test_an_order_whose_publish_died_with_its_process_is_delivered_by_the_relay(
 def test_failures_are_stored_in_postgresql_through_django_celery_results(celery_worker):
     # Successful results are not stored (CELERY_TASK_IGNORE_RESULT); errors are, with the task's arguments.
     ProductFactory(sku="MUG-001", stock=10)
-    place_order(email="ada@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token="tok_visa")
+    place_order(email="ada@example.com", region="eu", items=[RequestedItem("MUG-001", 1)], payment_token="tok_visa")
     succeeded_id = str(OutboxMessage.objects.get(name="orders.process_order").id)
     malformed = [{"event_id": "not-a-uuid"}]
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from analytics.models import Event
 from analytics.tasks import track_events_task
-from jobs import services
+from jobs import dead_letters, outbox
 from jobs.exceptions import DeadLetterAlreadyReplayed, DeadLetterNotFound
 from jobs.models import DeadLetter, OutboxMessage, TaskDelivery
 from notifications.tasks import send_notification_task
@@ -32,13 +32,13 @@ def enqueue_notification(**overrides) -> OutboxMessage:
         "context": {},
     } | overrides
     with transaction.atomic():
-        return services.enqueue_on_commit(send_notification_task, **kwargs)
+        return outbox.publish_on_commit(outbox.task_message(send_notification_task, **kwargs))[0]
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_outbox_must_be_written_inside_a_transaction():
     with pytest.raises(RuntimeError, match=r"inside transaction\.atomic"):
-        services.enqueue_on_commit(send_notification_task, order_id="x")
+        outbox.publish_on_commit(outbox.task_message(send_notification_task, order_id="x"))
 
 
 def test_a_message_is_published_with_the_outbox_id_as_task_id(django_capture_on_commit_callbacks):
@@ -55,10 +55,10 @@ def test_a_message_is_published_with_the_outbox_id_as_task_id(django_capture_on_
 def test_one_transaction_writes_its_messages_together_and_publishes_its_tasks(django_capture_on_commit_callbacks):
     # when: two tasks and an event in one transaction
     with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
-        messages = services.publish_on_commit(
-            services.task_message(send_notification_task, order_id="a", channel="email"),
-            services.event_message("order_completed", order_id="a"),
-            services.task_message(send_notification_task, order_id="a", channel="push"),
+        messages = outbox.publish_on_commit(
+            outbox.task_message(send_notification_task, order_id="a", channel="email"),
+            outbox.event_message("order_completed", order_id="a"),
+            outbox.task_message(send_notification_task, order_id="a", channel="push"),
         )
 
     # then: one after-commit publish for both tasks; the event waits for the relay
@@ -72,7 +72,7 @@ def test_one_transaction_writes_its_messages_together_and_publishes_its_tasks(dj
 
 def test_a_failed_publish_leaves_that_task_and_the_rest_to_the_relay(django_capture_on_commit_callbacks, monkeypatch):
     # given: the broker goes away after the first of three publishes
-    publish = services._publish_task
+    publish = outbox._publish_task
     calls = []
 
     def publish_once(message):
@@ -81,12 +81,12 @@ def test_a_failed_publish_leaves_that_task_and_the_rest_to_the_relay(django_capt
             raise ConnectionError("Redis is gone")
         publish(message)
 
-    monkeypatch.setattr(services, "_publish_task", publish_once)
+    monkeypatch.setattr(outbox, "_publish_task", publish_once)
 
     # when
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
-        first, second, third = services.publish_on_commit(
-            *(services.task_message(send_notification_task, order_id=str(index)) for index in range(3))
+        first, second, third = outbox.publish_on_commit(
+            *(outbox.task_message(send_notification_task, order_id=str(index)) for index in range(3))
         )
 
     # then: the first is sent; the others were not tried again once the broker failed, and wait for the relay
@@ -106,8 +106,8 @@ def test_the_relay_publishes_tasks_that_missed_their_fast_path(django_capture_on
     assert queue_length("notifications") == 0
 
     # when
-    report = services.relay_outbox()
-    second = services.relay_outbox()
+    report = outbox.relay_outbox()
+    second = outbox.relay_outbox()
 
     # then
     assert (report.tasks_sent, report.failed) == (1, 0)
@@ -122,16 +122,16 @@ def test_the_relay_leaves_young_rows_to_the_fast_path(django_capture_on_commit_c
     with django_capture_on_commit_callbacks(execute=False):
         enqueue_notification()
 
-    assert services.relay_outbox().tasks_sent == 0
+    assert outbox.relay_outbox().tasks_sent == 0
     assert queue_length("notifications") == 0
 
 
 def test_the_relay_batches_events_for_each_consumer():
     with transaction.atomic():
-        first = services.emit_event("order_placed", order_id="a", total="1.00")
-        second = services.emit_event("order_completed", order_id="a", total="1.00")
+        first = outbox.publish_on_commit(outbox.event_message("order_placed", order_id="a", total="1.00"))[0]
+        second = outbox.publish_on_commit(outbox.event_message("order_completed", order_id="a", total="1.00"))[0]
 
-    report = services.relay_outbox()
+    report = outbox.relay_outbox()
 
     assert report.events_sent == 2
     [published] = queued_messages("analytics")
@@ -142,7 +142,7 @@ def test_the_relay_batches_events_for_each_consumer():
         (str(first.id), "order_placed", {"order_id": "a", "total": "1.00"}),
         (str(second.id), "order_completed", {"order_id": "a", "total": "1.00"}),
     ]
-    assert services.relay_outbox().events_sent == 0
+    assert outbox.relay_outbox().events_sent == 0
 
 
 ORDER_A, ORDER_B = "0b6bd2b5-7c1a-4a5e-9d27-3f1c6f1d2c11", "5d0f1f0e-3b8a-4f4e-8c55-0f1b1d7e9a21"
@@ -161,9 +161,9 @@ def test_a_stored_batch_is_confirmed_and_an_unconfirmed_one_is_sent_again_after_
     # given: two events sent in one batch; the batch reaches analytics for the first only (the second's was lost)
     settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS = 600
     with transaction.atomic():
-        stored = services.emit_event("order_placed", order_id=ORDER_A, total="1.00")
-        lost = services.emit_event("order_placed", order_id=ORDER_B, total="1.00")
-    services.relay_outbox()
+        stored = outbox.publish_on_commit(outbox.event_message("order_placed", order_id=ORDER_A, total="1.00"))[0]
+        lost = outbox.publish_on_commit(outbox.event_message("order_placed", order_id=ORDER_B, total="1.00"))[0]
+    outbox.relay_outbox()
     [[first, second]] = published_event_ids("analytics")
     assert (first, second) == (str(stored.id), str(lost.id))
     event = {"event_id": str(stored.id), "type": "order_placed", "occurred_at": "2026-11-27T10:00:00+00:00",
@@ -174,14 +174,14 @@ def test_a_stored_batch_is_confirmed_and_an_unconfirmed_one_is_sent_again_after_
     celery_app.connection_for_write().default_channel.client.delete("analytics")
 
     # when: the relay runs before and after the redelivery delay
-    assert services.relay_outbox().events_sent == 0
+    assert outbox.relay_outbox().events_sent == 0
     OutboxMessage.objects.update(sent_at=timezone.now() - timedelta(seconds=601))
-    report = services.relay_outbox()
+    report = outbox.relay_outbox()
 
     # then: only the unconfirmed event goes again, once
     assert report.events_sent == 1
     assert published_event_ids("analytics") == [[str(lost.id)]]
-    assert services.relay_outbox().events_sent == 0
+    assert outbox.relay_outbox().events_sent == 0
     assert Event.objects.filter(event_id=stored.id).count() == 1
     assert list(OutboxMessage.objects.filter(delivered_at__isnull=False).values_list("pk", flat=True)) == [stored.pk]
 
@@ -195,7 +195,7 @@ def test_concurrent_relays_publish_each_row_once(settings):
         for _ in range(50)
     )
 
-    reports = run_in_threads(3, lambda index: services.relay_outbox(batch_size=20))
+    reports = run_in_threads(3, lambda index: outbox.relay_outbox(batch_size=20))
 
     assert sum(report.tasks_sent for report in reports) == 50
     ids = [published["headers"]["id"] for published in queued_messages("notifications")]
@@ -210,7 +210,7 @@ def test_replaying_a_dead_letter_schedules_the_task_again(django_capture_on_comm
         "recipient": "ada@example.com",
         "context": {"reason": "x"},
     }
-    dead_letter = services.record_dead_letter(
+    dead_letter = dead_letters.record_dead_letter(
         task_id="t-1",
         task_name="notifications.send_notification",
         args=[],
@@ -220,7 +220,7 @@ def test_replaying_a_dead_letter_schedules_the_task_again(django_capture_on_comm
     )
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.replay_dead_letter(dead_letter_id=dead_letter.pk)
+        dead_letters.replay_dead_letter(dead_letter_id=dead_letter.pk)
 
     dead_letter.refresh_from_db()
     assert dead_letter.replayed_at is not None
@@ -228,17 +228,17 @@ def test_replaying_a_dead_letter_schedules_the_task_again(django_capture_on_comm
     assert message.payload == kwargs
     assert queue_length("notifications") == 1
     with pytest.raises(DeadLetterAlreadyReplayed):
-        services.replay_dead_letter(dead_letter_id=dead_letter.pk)
+        dead_letters.replay_dead_letter(dead_letter_id=dead_letter.pk)
 
 
 def test_replaying_an_unknown_dead_letter_is_not_found():
     with pytest.raises(DeadLetterNotFound):
-        services.replay_dead_letter(dead_letter_id=404)
+        dead_letters.replay_dead_letter(dead_letter_id=404)
 
 
 def test_recording_a_dead_letter_twice_keeps_one_row():
     for attempts in (3, 4):
-        services.record_dead_letter(
+        dead_letters.record_dead_letter(
             task_id="t-2",
             task_name="orders.process_order",
             args=[],
@@ -252,7 +252,7 @@ def test_recording_a_dead_letter_twice_keeps_one_row():
 
 
 def test_redeliveries_are_counted_per_task_id():
-    counts = [services.count_redelivery(task_id="t-3", task_name="orders.process_order") for _ in range(3)]
+    counts = [dead_letters.count_redelivery(task_id="t-3", task_name="orders.process_order") for _ in range(3)]
 
     assert counts == [2, 3, 4]
     assert TaskDelivery.objects.get(task_id="t-3").deliveries == 4

@@ -12,9 +12,9 @@ from django.conf import settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobs.routing import QUEUES
 from orders.models import Order, OrderEvent
 from proj.celery import app as celery_app
-from proj.routing import QUEUES
 
 
 def make_order(*, status: str, region: str = "eu", seconds_to_final: float | None = None, **fields) -> Order:
@@ -48,7 +48,7 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
 
 
 def check_with_promtool(text: str) -> subprocess.CompletedProcess:
-    """`promtool check metrics` on `text` (Debian package `prometheus`, listed in .ci/apt-packages)."""
+    """`promtool check metrics` on `text` (Debian package `prometheus`, listed in system-packages.txt)."""
     return subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
     )

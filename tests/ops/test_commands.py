@@ -12,11 +12,11 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from analytics.models import Event
+from core.cli import parse_since
 from jobs.models import DeadLetter, OutboxMessage, TaskDelivery
-from orders.models import IdempotencyKey, Order
+from orders.models import Order
 from orders.tasks import process_order_task
 from proj.celery import app as celery_app
-from proj.cli import parse_since
 from tests.ops.helpers import make_order
 
 pytestmark = pytest.mark.django_db
@@ -146,25 +146,20 @@ def test_prune_deletes_history_older_than_the_retention_in_batches(settings):
     TaskDelivery.objects.create(task_id="old", task_name="x", deliveries=2)
     TaskDelivery.objects.filter(task_id="old").update(last_delivered_at=old)
     TaskDelivery.objects.create(task_id="recent", task_name="x", deliveries=2)
-    IdempotencyKey.objects.create(key="old", fingerprint="f", response_status=201, response_body="{}")
-    IdempotencyKey.objects.filter(key="old").update(created_at=old)
-    IdempotencyKey.objects.create(key="recent", fingerprint="f", response_status=201, response_body="{}")
 
     stdout, _ = run("prune", "--days", "30")
 
     lines = stdout.splitlines()
     assert lines[0].startswith("Pruning history older than 30 days (before ")
-    assert [line.split(" in ")[0] for line in lines[1:5]] == [
+    assert [line.split(" in ")[0] for line in lines[1:4]] == [
         "  task results: 5 deleted",
         "  sent outbox messages: 1 deleted",
         "  task deliveries: 1 deleted",
-        "  idempotency keys: 1 deleted",
     ]
-    assert lines[5] == "Pruned 8 rows."
+    assert lines[4] == "Pruned 7 rows."
     assert list(TaskResult.objects.values_list("task_id", flat=True)) == ["recent"]
     assert set(OutboxMessage.objects.values_list("pk", flat=True)) == {kept_unsent.pk, kept_sent.pk}
     assert list(TaskDelivery.objects.values_list("task_id", flat=True)) == ["recent"]
-    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["recent"]
 
 
 def test_prune_refuses_to_delete_todays_history():

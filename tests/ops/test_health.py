@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 
-from proj import health
+from ops import health
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from proj.logging import JsonFormatter, TaskContextFilter, TextFormatter, bind_task_context, clear_task_context
+from core.logging import JsonFormatter, TaskContextFilter, TextFormatter, bind_task_context, clear_task_context
 
 
 @pytest.fixture

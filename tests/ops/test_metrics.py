@@ -6,8 +6,8 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import services as job_services
-from jobs.models import OutboxMessage
+from jobs import dead_letters, outbox
+from jobs.models import DeadLetter, OutboxMessage
 from orders.models import Order
 from orders.tasks import process_order_task
 from proj.celery import app as celery_app
@@ -36,16 +36,16 @@ def pipeline(django_capture_on_commit_callbacks):
     celery_app.send_task("notifications.send_notification", kwargs={})
 
     with django_capture_on_commit_callbacks(execute=False), transaction.atomic():
-        job_services.enqueue_on_commit(process_order_task, order_id="c")  # its publish never happens
-        job_services.emit_event("order_placed", order_id="c")
+        outbox.publish_on_commit(outbox.task_message(process_order_task, order_id="c"))  # its publish never happens
+        outbox.publish_on_commit(outbox.event_message("order_placed", order_id="c"))
     OutboxMessage.objects.filter(kind="task").update(created_at=timezone.now() - timedelta(minutes=10))
     OutboxMessage.objects.create(kind="task", name="orders.process_order", sent_at=timezone.now())
 
     for index in range(3):
-        job_services.record_dead_letter(
+        dead_letters.record_dead_letter(
             task_id=f"t-{index}", task_name="orders.process_order", args=[], kwargs={}, reason="x", attempts=9
         )
-    job_services.DeadLetter.objects.filter(task_id="t-0").update(replayed_at=timezone.now())
+    DeadLetter.objects.filter(task_id="t-0").update(replayed_at=timezone.now())
 
 
 def test_metrics_report_queues_outbox_dead_letters_and_orders(client, pipeline):

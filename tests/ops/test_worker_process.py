@@ -18,7 +18,7 @@ from jobs.models import OutboxMessage
 from notifications.models import Notification
 from notifications.tasks import send_notification_task
 from orders.models import Order
-from orders.services import OrderLine, place_order
+from orders.services import RequestedItem, place_order
 from tests.factories import ProductFactory
 from tests.helpers import wait_for
 from tests.ops.helpers import (
@@ -95,7 +95,7 @@ def stop(worker: WorkerProcess) -> int:
 def probe(check: str, worker: WorkerProcess, *extra: str) -> subprocess.CompletedProcess:
     """What a Kubernetes exec probe runs: the standard-library script, not the Celery app."""
     return subprocess.run(
-        [sys.executable, "proj/probes.py", check, "--dir", str(worker.probe_dir), *extra],
+        [sys.executable, "-m", "ops.probes", check, "--dir", str(worker.probe_dir), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -127,7 +127,9 @@ def worker(django_db_setup, tmp_path_factory) -> Iterator[WorkerProcess]:
 
 
 def place(token: str) -> Order:
-    return place_order(email="ada@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token=token)
+    return place_order(
+        email="ada@example.com", region="eu", items=[RequestedItem("MUG-001", 1)], payment_token=token
+    ).order
 
 
 def process_order_task_id(order: Order) -> str:

@@ -1,44 +1,25 @@
 import json
 import threading
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection, transaction
-from django.utils import timezone
 
+from core.errors import InvalidInput
 from jobs.models import OutboxMessage
-from notifications.models import Notification
 from orders import services
 from orders.exceptions import OrderNotCancellable, OrderNotFound, OrderNotRetryable, UnknownProduct
 from orders.models import Order, Product
 from orders.payments import PaymentGatewayUnavailable
-from orders.services import OrderLine
-from proj.errors import InvalidInput
+from orders.services import RequestedItem
 from tests.conftest import queue_length, run_in_threads
 from tests.factories import ProductFactory
+from tests.helpers import sandbox_charge
+from tests.orders.helpers import outbox, place, timeline
 
 pytestmark = pytest.mark.django_db
 
 Status = Order.Status
-
-
-def place(*, items=None, token="tok_visa", **overrides) -> Order:
-    arguments = {
-        "email": "ada@example.com",
-        "region": "eu",
-        "items": items or [OrderLine("MUG-001", 2)],
-        "payment_token": token,
-    }
-    return services.place_order(**(arguments | overrides))
-
-
-def timeline(order: Order) -> list[str]:
-    return list(order.events.order_by("created_at", "id").values_list("status", flat=True))
-
-
-def outbox(kind: str, name: str) -> list[OutboxMessage]:
-    return list(OutboxMessage.objects.filter(kind=kind, name=name).order_by("created_at"))
 
 
 # --- place_order -------------------------------------------------------------------------------------------------
@@ -48,7 +29,7 @@ def test_place_order_prices_from_the_database(product):
     # given
     ProductFactory(sku="TEE-001", price=Decimal("24.99"))
     # when
-    order = place(items=[OrderLine("MUG-001", 3), OrderLine("TEE-001", 1)])
+    order = place(items=[RequestedItem("MUG-001", 3), RequestedItem("TEE-001", 1)])
     # then
     order.refresh_from_db()
     assert order.status == Status.PENDING
@@ -66,7 +47,7 @@ def test_place_order_prices_from_the_database(product):
 
 
 def test_place_order_merges_a_sku_listed_twice(product):
-    order = place(items=[OrderLine("MUG-001", 2), OrderLine("MUG-001", 3)])
+    order = place(items=[RequestedItem("MUG-001", 2), RequestedItem("MUG-001", 3)])
 
     assert list(order.items.values_list("quantity", flat=True)) == [5]
     assert order.total == Decimal("50.00")
@@ -107,11 +88,11 @@ def test_a_rolled_back_placement_schedules_nothing(product, django_capture_on_co
     [
         ({"email": "not-an-email"}, "email"),
         ({"region": "mars"}, "region"),
-        ({"items": [OrderLine("MUG-001", 0)]}, "items[0].quantity"),
-        ({"items": [OrderLine("MUG-001", 101)]}, "items[0].quantity"),
-        ({"items": [OrderLine("MUG-001", 60), OrderLine("MUG-001", 41)]}, "items[1].quantity"),
-        ({"items": [OrderLine("MUG-001", True)]}, "items[0].quantity"),
-        ({"items": [OrderLine("", 1)]}, "items[0].sku"),
+        ({"items": [RequestedItem("MUG-001", 0)]}, "items[0].quantity"),
+        ({"items": [RequestedItem("MUG-001", 101)]}, "items[0].quantity"),
+        ({"items": [RequestedItem("MUG-001", 60), RequestedItem("MUG-001", 41)]}, "items[1].quantity"),
+        ({"items": [RequestedItem("MUG-001", True)]}, "items[0].quantity"),
+        ({"items": [RequestedItem("", 1)]}, "items[0].sku"),
         ({"payment_token": ""}, "payment_token"),
         ({"push_topic": "no spaces allowed"}, "push_topic"),
     ],
@@ -120,7 +101,7 @@ def test_place_order_rejects_invalid_input_naming_the_field(product, overrides, 
     arguments = {
         "email": "ada@example.com",
         "region": "eu",
-        "items": [OrderLine("MUG-001", 1)],
+        "items": [RequestedItem("MUG-001", 1)],
         "payment_token": "tok_visa",
     }
 
@@ -141,7 +122,7 @@ def test_place_order_rejects_an_empty_order():
 
 def test_place_order_rejects_unknown_products(product):
     with pytest.raises(UnknownProduct) as raised:
-        place(items=[OrderLine("MUG-001", 1), OrderLine("NOPE-1", 1)])
+        place(items=[RequestedItem("MUG-001", 1), RequestedItem("NOPE-1", 1)])
 
     assert raised.value.code == "unknown_product"
     assert raised.value.fields == {"items[1].sku": "Unknown product 'NOPE-1'."}
@@ -152,7 +133,7 @@ def test_place_order_rejects_unknown_products(product):
 
 
 def test_process_order_reserves_stock_charges_and_completes(product, sandbox):
-    order = place(items=[OrderLine("MUG-001", 3)])
+    order = place(items=[RequestedItem("MUG-001", 3)])
 
     result = services.process_order(order_id=str(order.id))
 
@@ -161,7 +142,7 @@ def test_process_order_reserves_stock_charges_and_completes(product, sandbox):
     assert timeline(order) == ["pending", "processing", "completed"]
     assert order.attempts == 1
     assert Product.objects.get(sku="MUG-001").stock == 7
-    charge = sandbox.get_charge(f"order-{order.id}")
+    charge = sandbox_charge(sandbox, f"order-{order.id}")
     assert charge["id"] == order.payment_reference
     assert charge["amount"] == "30.00"
     assert charge["outcome"] == "succeeded"
@@ -193,7 +174,7 @@ def test_process_order_sends_a_push_too_when_the_customer_gave_a_topic(product):
 
 
 def test_processing_twice_has_the_effect_of_processing_once(product, sandbox):
-    order = place(items=[OrderLine("MUG-001", 3)])
+    order = place(items=[RequestedItem("MUG-001", 3)])
 
     services.process_order(order_id=str(order.id))
     second = services.process_order(order_id=str(order.id))
@@ -208,7 +189,7 @@ def test_processing_twice_has_the_effect_of_processing_once(product, sandbox):
 
 
 def test_a_declined_payment_fails_the_order_and_releases_its_stock(product, sandbox):
-    order = place(items=[OrderLine("MUG-001", 4)], token="tok_chargeDeclined")
+    order = place(items=[RequestedItem("MUG-001", 4)], token="tok_chargeDeclined")
 
     services.process_order(order_id=str(order.id))
 
@@ -243,11 +224,11 @@ def test_a_timing_out_payment_retries_and_charges_once(product, sandbox, setting
     assert timeline(order) == ["pending", "processing", "completed"]
     assert Product.objects.get(sku="MUG-001").stock == 8
     assert len(sandbox.redis.keys("sandbox:charge:*")) == 1
-    assert order.payment_reference == sandbox.get_charge(f"order-{order.id}")["id"]
+    assert order.payment_reference == sandbox_charge(sandbox, f"order-{order.id}")["id"]
 
 
 def test_an_order_for_more_than_the_stock_fails_without_touching_it(product):
-    order = place(items=[OrderLine("MUG-001", 11)])
+    order = place(items=[RequestedItem("MUG-001", 11)])
 
     services.process_order(order_id=str(order.id))
 
@@ -260,7 +241,7 @@ def test_an_order_for_more_than_the_stock_fails_without_touching_it(product):
 
 def test_one_short_product_takes_nothing_from_the_others(product):
     ProductFactory(sku="TEE-001", stock=1)
-    order = place(items=[OrderLine("MUG-001", 2), OrderLine("TEE-001", 2)])
+    order = place(items=[RequestedItem("MUG-001", 2), RequestedItem("TEE-001", 2)])
 
     services.process_order(order_id=str(order.id))
 
@@ -279,7 +260,7 @@ def test_two_concurrent_orders_cannot_oversell_the_last_unit(sandbox, settings):
     # given: one unit left, two orders for it, processed at the same moment on two database connections
     settings.PAYMENT_SANDBOX_LATENCY_MS = 50
     ProductFactory(sku="LAST-1", stock=1)
-    orders = [place(items=[OrderLine("LAST-1", 1)]) for _ in range(2)]
+    orders = [place(items=[RequestedItem("LAST-1", 1)]) for _ in range(2)]
 
     # when
     results = run_in_threads(2, lambda index: services.process_order(order_id=str(orders[index].id)))
@@ -331,7 +312,7 @@ def test_reserving_stock_does_not_wait_for_an_order_being_placed_on_the_same_pro
     assert Product.objects.get(sku="MUG-001").stock == 8
 
 
-# --- cancel, fail, retry, reconcile ---------------------------------------------------------------------------------
+# --- cancel, fail, retry -----------------------------------------------------------------------------------------
 
 
 def test_cancel_a_pending_order(product):
@@ -366,7 +347,7 @@ def test_cancelling_an_unknown_order_is_not_found():
 
 def test_failing_a_processing_order_releases_its_stock(product, settings):
     settings.PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS = 5
-    order = place(token="tok_timeout", items=[OrderLine("MUG-001", 4)])
+    order = place(token="tok_timeout", items=[RequestedItem("MUG-001", 4)])
     with pytest.raises(PaymentGatewayUnavailable):
         services.process_order(order_id=str(order.id))
     assert Product.objects.get(sku="MUG-001").stock == 6
@@ -382,7 +363,7 @@ def test_failing_a_processing_order_releases_its_stock(product, settings):
 
 
 def test_retrying_a_failed_order_reopens_and_schedules_it(product):
-    order = place(items=[OrderLine("MUG-001", 11)])
+    order = place(items=[RequestedItem("MUG-001", 11)])
     services.process_order(order_id=str(order.id))
     Product.objects.filter(sku="MUG-001").update(stock=20)
 
@@ -401,76 +382,6 @@ def test_only_failed_orders_can_be_retried(product):
 
     with pytest.raises(OrderNotRetryable):
         services.retry_order(order_id=str(order.id))
-
-
-def test_reconcile_schedules_orders_stuck_for_too_long(product):
-    stuck_processing, stuck_pending, fresh = place(), place(), place()
-    Order.objects.filter(pk=stuck_processing.pk).update(status=Status.PROCESSING)
-    long_ago = timezone.now() - timedelta(hours=1)
-    Order.objects.filter(pk__in=[stuck_processing.pk, stuck_pending.pk]).update(updated_at=long_ago)
-
-    count = services.reconcile_stuck_orders(stuck_after=timedelta(minutes=15))
-    again = services.reconcile_stuck_orders(stuck_after=timedelta(minutes=15))
-
-    assert count == 2
-    assert again == 0
-    scheduled = [message.payload["order_id"] for message in outbox("task", "orders.process_order")]
-    assert sorted(scheduled[3:]) == sorted([str(stuck_processing.id), str(stuck_pending.id)])
-    assert str(fresh.id) not in scheduled[3:]
-
-
-def test_reconcile_sends_again_the_notifications_of_final_orders_that_have_none(product, settings):
-    # given: final orders an hour old - one whose confirmation was sent, one whose email message was lost (no row),
-    # one whose sender died (a stale claim), a failed one with its push lost; and one completed a minute ago
-    settings.PUSH_URL = "http://push.invalid"
-    names = ("sent", "lost", "stale", "failed", "recent")
-    sent, lost, stale, failed, recent = (place(email=f"{name}@example.com") for name in names)
-    Order.objects.filter(pk__in=[sent.pk, lost.pk, stale.pk, recent.pk]).update(status=Status.COMPLETED)
-    Order.objects.filter(pk=failed.pk).update(status=Status.FAILED, failure_reason="Payment declined", push_topic="ops")
-    Order.objects.exclude(pk=recent.pk).update(updated_at=timezone.now() - timedelta(hours=1))
-    email = {"channel": "email", "recipient": "x"}
-    Notification.objects.create(order_id=sent.pk, kind="order_confirmation", status="sent", **email)
-    an_hour_ago = timezone.now() - timedelta(hours=1)
-    Notification.objects.create(order_id=stale.pk, kind="order_confirmation", claimed_at=an_hour_ago, **email)
-    Notification.objects.create(order_id=failed.pk, kind="order_failed", status="sent", **email)
-
-    # when
-    count = services.reconcile_notifications(missing_after=timedelta(minutes=15))
-
-    # then: one message per owed channel of the three orders missing theirs, with what the first message carried
-    assert count == 3
-    scheduled = {
-        (message.payload["order_id"], message.payload["channel"], message.payload["kind"]): message.payload["context"]
-        for message in OutboxMessage.objects.filter(name="notifications.send_notification")
-    }
-    assert sorted(scheduled) == sorted([
-        (str(lost.id), "email", "order_confirmation"),
-        (str(stale.id), "email", "order_confirmation"),
-        (str(failed.id), "email", "order_failed"),
-        (str(failed.id), "push", "order_failed"),
-    ])  # fmt: skip
-    assert scheduled[(str(lost.id), "email", "order_confirmation")] == {
-        "order_id": str(lost.id),
-        "total": "20.00",
-        "currency": "EUR",
-        "items": [{"sku": "MUG-001", "name": product.name, "quantity": 2}],
-    }
-    assert scheduled[(str(failed.id), "push", "order_failed")] == {
-        "order_id": str(failed.id),
-        "reason": "Payment declined",
-    }
-
-
-def test_reconcile_with_no_threshold_schedules_every_unfinished_order(settings, product):
-    settings.ORDER_STUCK_AFTER_SECONDS = 3600
-    pending, completed = place(), place()
-    Order.objects.filter(pk=completed.pk).update(status=Status.COMPLETED)
-
-    count = services.reconcile_stuck_orders(stuck_after=timedelta(0))
-
-    assert count == 1
-    scheduled = [message.payload["order_id"] for message in outbox("task", "orders.process_order")]
-    assert (scheduled.count(str(pending.id)), scheduled.count(str(completed.id))) == (2, 1)  # placed, then again
 
 
 def test_a_resumed_order_is_charged_once(product, sandbox):

@@ -1,10 +1,10 @@
 import pytest
 
+from jobs.dead_letters import record_dead_letter, replay_dead_letter
 from jobs.models import DeadLetter, OutboxMessage
-from jobs.services import record_dead_letter, replay_dead_letter
 from orders import services
 from orders.models import Order
-from orders.services import OrderLine
+from orders.services import RequestedItem
 from orders.tasks import process_order_task
 
 pytestmark = pytest.mark.django_db
@@ -12,8 +12,8 @@ pytestmark = pytest.mark.django_db
 
 def test_giving_up_on_an_order_fails_it_with_the_reason(product):
     order = services.place_order(
-        email="ada@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token="tok_visa"
-    )
+        email="ada@example.com", region="eu", items=[RequestedItem("MUG-001", 1)], payment_token="tok_visa"
+    ).order
 
     process_order_task.give_up("PaymentGatewayUnavailable: timed out", order_id=str(order.id))
 
@@ -24,8 +24,8 @@ def test_giving_up_on_an_order_fails_it_with_the_reason(product):
 
 def test_replaying_a_dead_lettered_order_reopens_and_schedules_it(product, django_capture_on_commit_callbacks):
     order = services.place_order(
-        email="ada@example.com", region="eu", items=[OrderLine("MUG-001", 1)], payment_token="tok_visa"
-    )
+        email="ada@example.com", region="eu", items=[RequestedItem("MUG-001", 1)], payment_token="tok_visa"
+    ).order
     services.fail_order(order_id=str(order.id), reason="Processing gave up: timeout")
     dead_letter = record_dead_letter(
         task_id="t-1",

@@ -8,12 +8,12 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from core import ratelimit
+from core.errors import InvalidInput
 from orders import services
 from orders.forms import PlaceOrderForm
 from orders.models import Order, Product
-from orders.services import OrderLine
-from proj import ratelimit
-from proj.errors import InvalidInput
+from orders.services import RequestedItem
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db
@@ -163,8 +163,8 @@ def test_the_api_and_the_storefront_share_the_order_rate_limit(mug, settings, mo
 
 def test_the_order_page_shows_the_status_timeline_and_follows_it_live(client, mug):
     order = services.place_order(
-        email="ada@example.com", region="eu", items=[OrderLine("MUG-001", 2)], payment_token="tok_visa"
-    )
+        email="ada@example.com", region="eu", items=[RequestedItem("MUG-001", 2)], payment_token="tok_visa"
+    ).order
 
     response = client.get(f"/orders/{order.id}/")
 
@@ -185,8 +185,8 @@ def test_the_order_page_shows_the_status_timeline_and_follows_it_live(client, mu
 
 def test_a_declined_order_shows_why_and_stops_following(client, mug, sandbox):
     order = services.place_order(
-        email="ada@example.com", region="eu", items=[OrderLine("MUG-001", 2)], payment_token="tok_chargeDeclined"
-    )
+        email="ada@example.com", region="eu", items=[RequestedItem("MUG-001", 2)], payment_token="tok_chargeDeclined"
+    ).order
     services.process_order(order_id=str(order.id))
 
     response = client.get(f"/orders/{order.id}/")

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from jobs import services
+from jobs import pruning
 
 
 class Command(BaseCommand):
@@ -28,8 +28,8 @@ class Command(BaseCommand):
         cutoff = timezone.now() - older_than
         self.stdout.write(f"Pruning history older than {days} days (before {cutoff:%Y-%m-%d %H:%M} UTC)...")
 
-        def report(result: services.PruneResult) -> None:
+        def report(result: pruning.PruneResult) -> None:
             self.stdout.write(f"  {result.target}: {result.deleted} deleted in {result.seconds:.1f} s")
 
-        results = services.prune_history(older_than=older_than, on_progress=report)
+        results = pruning.prune_history(older_than=older_than, on_progress=report)
         self.stdout.write(self.style.SUCCESS(f"Pruned {sum(result.deleted for result in results)} rows."))

@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from jobs import selectors, services
-from jobs.exceptions import DeadLetterAlreadyReplayed, DeadLetterNotFound
-from proj.cli import SINCE_HELP, parse_since
+from core.cli import SINCE_HELP, parse_since, run_for_each_with_progress
+from jobs import dead_letters, selectors
 
 
 class Command(BaseCommand):
@@ -18,27 +17,21 @@ class Command(BaseCommand):
 
     def handle(self, *args, task: str | None, since: str | None, dry_run: bool, **options) -> None:
         since_moment = parse_since(since) if since else None
-        dead_letters = list(selectors.list_pending_dead_letters(task_name=task, since=since_moment))
-        if not dead_letters:
+        pending = list(selectors.list_pending_dead_letters(task_name=task, since=since_moment))
+        if not pending:
             self.stdout.write("No dead letters to replay.")
             return
         if dry_run:
-            for dead_letter in dead_letters:
+            for dead_letter in pending:
                 summary = f"{dead_letter.task_name} {dead_letter.kwargs} ({dead_letter.reason})"
                 self.stdout.write(f"would replay {dead_letter.pk}: {summary}")
-            self.stdout.write(self.style.SUCCESS(f"Dry run: {len(dead_letters)} dead letter(s) would be replayed."))
+            self.stdout.write(self.style.SUCCESS(f"Dry run: {len(pending)} dead letter(s) would be replayed."))
             return
-
-        replayed = skipped = 0
-        total = len(dead_letters)
-        for index, dead_letter in enumerate(dead_letters, start=1):
-            try:
-                services.replay_dead_letter(dead_letter_id=dead_letter.pk)
-            except (DeadLetterAlreadyReplayed, DeadLetterNotFound) as error:
-                # Replayed or discarded by someone else meanwhile.
-                skipped += 1
-                self.stderr.write(f"skipped {dead_letter.pk}: {error.message}")
-            else:
-                replayed += 1
-            self.stdout.write(f"replayed {replayed}/{total}", ending="\r" if index < total else "\n")
-        self.stdout.write(self.style.SUCCESS(f"Replayed {replayed} dead letter(s); skipped {skipped}."))
+        run_for_each_with_progress(
+            self,
+            pending,
+            lambda dead_letter: dead_letters.replay_dead_letter(dead_letter_id=dead_letter.pk),
+            verb="replayed",
+            noun="dead letter(s)",
+            label=lambda dead_letter: dead_letter.pk,
+        )

@@ -1,7 +1,7 @@
 import psycopg2
 from django.core.management.base import BaseCommand, CommandError
 
-from proj import health
+from ops import health
 
 HOW_TO_START = {
     "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "

@@ -3,7 +3,7 @@ import random
 from django.core.management.base import BaseCommand, CommandError
 
 from orders.selectors import list_products
-from orders.services import OrderLine, place_order
+from orders.services import RequestedItem, place_order
 
 
 class Command(BaseCommand):
@@ -23,7 +23,7 @@ class Command(BaseCommand):
             raise CommandError("The catalog is empty: run `manage.py seed_catalog` first.")
         chooser = random.Random(seed)  # noqa: S311 - demo data, not security
         for index in range(1, count + 1):
-            items = [OrderLine(sku, chooser.randint(1, 3)) for sku in chooser.sample(skus, k=min(2, len(skus)))]
+            items = [RequestedItem(sku, chooser.randint(1, 3)) for sku in chooser.sample(skus, k=min(2, len(skus)))]
             place_order(email=f"customer{index}@example.com", region=region, items=items, payment_token=token)
             if index % 100 == 0 or index == count:
                 self.stdout.write(f"placed {index}/{count}", ending="\r" if index < count else "\n")

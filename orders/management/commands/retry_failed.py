@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand
 
+from core.cli import SINCE_HELP, parse_since, run_for_each_with_progress
 from orders import selectors, services
-from orders.exceptions import OrderNotFound, OrderNotRetryable
-from proj.cli import SINCE_HELP, parse_since
 
 
 class Command(BaseCommand):
@@ -26,17 +25,11 @@ class Command(BaseCommand):
                 self.stdout.write(f"would retry {order_id}: {reason}")
             self.stdout.write(self.style.SUCCESS(f"Dry run: {len(orders)} order(s) would be retried."))
             return
-
-        retried = skipped = 0
-        total = len(orders)
-        for index, (order_id, _reason) in enumerate(orders, start=1):
-            try:
-                services.retry_order(order_id=order_id)
-            except (OrderNotRetryable, OrderNotFound) as error:
-                # Retried or otherwise moved on by someone else meanwhile.
-                skipped += 1
-                self.stderr.write(f"skipped {order_id}: {error.message}")
-            else:
-                retried += 1
-            self.stdout.write(f"retried {retried}/{total}", ending="\r" if index < total else "\n")
-        self.stdout.write(self.style.SUCCESS(f"Retried {retried} order(s); skipped {skipped}."))
+        run_for_each_with_progress(
+            self,
+            orders,
+            lambda order: services.retry_order(order_id=order[0]),
+            verb="retried",
+            noun="order(s)",
+            label=lambda order: order[0],
+        )

@@ -3,7 +3,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from orders.services import seed_catalog
+from orders.catalog import seed_catalog
 
 DEMO_CATALOG = [
     # sku, name, price, stock
