@@ -255,13 +255,10 @@ def _call_module(
     deadline_seconds: float,
 ) -> tuple[bytes, int, int]:
     """Run the module once in a fresh store; return (png, fuel used, linear memory at the end)."""
-    # One store per call: nothing a call did (memory contents, a trap mid-allocation) reaches the next one.
-    store = wasmtime.Store(runtime.engine)
+    minimum_bytes = _minimum_memory_bytes(module)
+    if minimum_bytes > memory_bytes:
+        raise MemoryExhausted(f"the module starts with {minimum_bytes:,} bytes of memory, over its {memory_bytes:,}")
     initial_fuel = UNLIMITED_FUEL if fuel is None else fuel
-    store.set_fuel(initial_fuel)
-    store.set_limits(memory_size=memory_bytes, instances=1, tables=1, memories=1)
-    # The ticker increments the epoch every EPOCH_TICK_SECONDS; one tick more so the deadline is never short.
-    store.set_epoch_deadline(math.ceil(deadline_seconds / EPOCH_TICK_SECONDS) + 1)
     refused_allocations: list[int] = []
 
     def stopped(error: Exception | None) -> SandboxError:
@@ -282,28 +279,32 @@ def _call_module(
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         return ModuleTrapped(f"the module trapped: {lines[-1] if lines else type(error).__name__}")
 
-    minimum_bytes = _minimum_memory_bytes(module)
-    if minimum_bytes > memory_bytes:
-        raise MemoryExhausted(f"the module starts with {minimum_bytes:,} bytes of memory, over its {memory_bytes:,}")
-    try:
-        instance = wasmtime.Instance(store, module, _imports(store, module, refused_allocations))
-        memory = _export(store, instance, "memory", wasmtime.Memory)
-        alloc = _export(store, instance, "alloc", wasmtime.Func)
-        thumbnail = _export(store, instance, "thumbnail", wasmtime.Func)
-        input_pointer = alloc(store, len(image)) & 0xFFFF_FFFF
-        if input_pointer == 0:
-            raise stopped(None)
-        _check_bounds(store, memory, input_pointer, len(image))
-        memory.write(store, image, input_pointer)
-        packed = thumbnail(store, input_pointer, len(image)) & 0xFFFF_FFFF_FFFF_FFFF
-    except (wasmtime.Trap, wasmtime.WasmtimeError) as error:
-        raise stopped(error) from None
-    output_pointer, output_length = packed >> 32, packed & 0xFFFF_FFFF
-    if output_pointer == 0:
-        raise _module_error(output_length)
-    _check_bounds(store, memory, output_pointer, output_length)
-    png = bytes(memory.read(store, output_pointer, output_pointer + output_length))
-    return png, initial_fuel - store.get_fuel(), memory.data_len(store)
+    # One store per call: nothing a call did (memory contents, a trap mid-allocation) reaches the next one. Closed
+    # on leaving, so its memory (up to memory_bytes) goes now, not when a traceback that mentions it is collected.
+    with wasmtime.Store(runtime.engine) as store:
+        store.set_fuel(initial_fuel)
+        store.set_limits(memory_size=memory_bytes, instances=1, tables=1, memories=1)
+        # The ticker increments the epoch every EPOCH_TICK_SECONDS; one tick more so the deadline is never short.
+        store.set_epoch_deadline(math.ceil(deadline_seconds / EPOCH_TICK_SECONDS) + 1)
+        try:
+            instance = wasmtime.Instance(store, module, _imports(store, module, refused_allocations))
+            memory = _export(store, instance, "memory", wasmtime.Memory)
+            alloc = _export(store, instance, "alloc", wasmtime.Func)
+            thumbnail = _export(store, instance, "thumbnail", wasmtime.Func)
+            input_pointer = alloc(store, len(image)) & 0xFFFF_FFFF
+            if input_pointer == 0:
+                raise stopped(None)
+            _check_bounds(store, memory, input_pointer, len(image))
+            memory.write(store, image, input_pointer)
+            packed = thumbnail(store, input_pointer, len(image)) & 0xFFFF_FFFF_FFFF_FFFF
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as error:
+            raise stopped(error) from None
+        output_pointer, output_length = packed >> 32, packed & 0xFFFF_FFFF
+        if output_pointer == 0:
+            raise _module_error(output_length)
+        _check_bounds(store, memory, output_pointer, output_length)
+        png = bytes(memory.read(store, output_pointer, output_pointer + output_length))
+        return png, initial_fuel - store.get_fuel(), memory.data_len(store)
 
 
 def _imports(store: wasmtime.Store, module: wasmtime.Module, refused_allocations: list[int]) -> list:
