@@ -26,10 +26,10 @@ THUMBNAIL_SIZE = 300
 
 MIB = 1024 * 1024
 
-# The defaults come from measurements on the 2-core development machine (docs in the commit that set them): the
-# module's cost is linear in pixels, ~1,000 units of fuel and 5-8 bytes of linear memory per pixel, and it runs
-# ~20 billion units of fuel a second. A 2000x1500 JPEG: 0.15 s, 3.1e9 fuel, 23 MiB; a 6000x4000 JPEG: 1.1 s,
-# 23e9 fuel, 180 MiB.
+# The defaults come from measurements on the 2-core development machine (wasm/thumbnail/README.md, reproduced by
+# wasm/thumbnail/measure.py): the module's cost is linear in pixels, ~1,000 units of fuel and 5-8 bytes of linear
+# memory per pixel, at ~20 billion units of fuel a second. A 2000x1500 JPEG: 0.16 s, 3.1e9 fuel, 23 MiB; a
+# 6000x4000 JPEG: 1.2 s, 23e9 fuel, 180 MiB.
 MAX_INPUT_PIXELS = 25_000_000
 """A 24-megapixel camera (6000x4000) with room to spare; a JPEG at the limit needs ~190 MiB, under the memory limit.
 Checked against the header, so a decompression bomb is refused before a byte of it is decoded."""
