@@ -23,7 +23,7 @@ SYNC_PERIOD_SECONDS = 15  # --horizontal-pod-autoscaler-sync-period's default
 DAY_SECONDS = 86_400
 # The predictive floor plans pods for this share of their measured rate, so a forecast a little low still drains.
 PLANNED_UTILISATION = 0.8
-# Yesterday's arrivals are read over +-5 minutes around the same time: the daily curve shifts by minutes.
+# Yesterday's arrivals are read 5 minutes wider on each side: the daily curve shifts by minutes from day to day.
 FORECAST_HALF_WINDOW_SECONDS = 300
 
 
@@ -36,6 +36,7 @@ class QueueModel:
     drain_objective_seconds: float  # the backlog a pod may hold, in seconds of its work
     metric_lag_seconds: int = SYNC_PERIOD_SECONDS  # scrape and rule evaluation before the HPA sees a backlog
     season_seconds: int = DAY_SECONDS
+    forecast_half_window_seconds: int = FORECAST_HALF_WINDOW_SECONDS
 
 
 @dataclass(frozen=True)
@@ -72,15 +73,21 @@ def read_arrivals(path: Path) -> list[float]:
 
 
 def seasonal_floor(
-    *, arrivals: Sequence[float], model: QueueModel, lead_seconds: int
+    *,
+    arrivals: Sequence[float],
+    model: QueueModel,
+    lead_seconds: int,
+    half_window_seconds: int = FORECAST_HALF_WINDOW_SECONDS,
 ) -> Callable[[int], int | None]:
-    """Pods needed at `t + lead` by the busiest minute around the same time one season earlier (None: no history)."""
+    """Pods needed from now to `lead` ahead, by the busiest second of that span (widened by the half window) one
+    season earlier; None while there is no such history."""
 
     def floor(now: int) -> int | None:
-        then = now + lead_seconds - model.season_seconds
-        if then - FORECAST_HALF_WINDOW_SECONDS < 0:
+        first = now - model.season_seconds - half_window_seconds
+        last = now + lead_seconds - model.season_seconds + half_window_seconds
+        if first < 0:
             return None
-        window = arrivals[then - FORECAST_HALF_WINDOW_SECONDS : then + FORECAST_HALF_WINDOW_SECONDS + 1]
+        window = arrivals[first : last + 1]
         if not window:
             return None
         return math.ceil(max(window) / (model.service_rate * PLANNED_UTILISATION))
@@ -105,7 +112,9 @@ def run_policy(
     ready_counts: list[int] = []
     for now, rate in enumerate(arrivals):
         if now % SYNC_PERIOD_SECONDS == 0:
-            seen = backlogs[now - model.metric_lag_seconds] if now >= model.metric_lag_seconds else 0.0
+            # The backlog at the end of second `now - lag` (at least the second before: a scrape is never instant).
+            seen_at = now - max(model.metric_lag_seconds, 1)
+            seen = backlogs[seen_at] if seen_at >= 0 else 0.0
             synced_spec = spec
             if floor is not None:
                 planned = floor(now)
@@ -154,7 +163,12 @@ def compare(
             spec=spec,
             arrivals=arrivals,
             model=model,
-            floor=seasonal_floor(arrivals=arrivals, model=model, lead_seconds=lead),
+            floor=seasonal_floor(
+                arrivals=arrivals,
+                model=model,
+                lead_seconds=lead,
+                half_window_seconds=model.forecast_half_window_seconds,
+            ),
         ),
     ]
     start = model.season_seconds if len(arrivals) > model.season_seconds else 0
