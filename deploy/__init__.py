@@ -1,1 +1,1 @@
-"""Deployment artefacts: Kubernetes manifests, Prometheus rules and the autoscaling replay. Never imported by the service."""
+"""Deployment artefacts: Kubernetes manifests, Prometheus rules, the autoscaling replay. Not imported by the service."""

@@ -103,7 +103,9 @@ class HorizontalController:
                 behavior=spec.behavior, now=now, previous_replicas=current_replicas, new_replicas=desired
             )
             return SyncResult(replicas=desired, proposal=proposal)
-        self.store_scale_event(behavior=spec.behavior, now=now, previous_replicas=current_replicas, new_replicas=desired)
+        self.store_scale_event(
+            behavior=spec.behavior, now=now, previous_replicas=current_replicas, new_replicas=desired
+        )
         return SyncResult(replicas=desired, proposal=None)
 
     # --- recommendations -------------------------------------------------------------------------------------------
@@ -136,7 +138,13 @@ class HorizontalController:
         return max_recommendation
 
     def stabilize_recommendation_with_behaviors(
-        self, *, now: Decimal, current_replicas: int, prenormalized: int, scale_up: ScalingRules, scale_down: ScalingRules
+        self,
+        *,
+        now: Decimal,
+        current_replicas: int,
+        prenormalized: int,
+        scale_up: ScalingRules,
+        scale_down: ScalingRules,
     ) -> int:
         """Current replicas clamped between the lowest recommendation of the scale-up window and the highest of the
         scale-down window; a recommendation counts when it is strictly after `now - window` (`After(cutoff)`)."""
@@ -276,15 +284,18 @@ def get_external_per_pod_metric_replicas(
     tolerance. Float arithmetic on purpose: it is float64 in Go, and the rounding must be the same."""
     usage = min(usage, MAX_INT64)
     replica_count = status_replicas
-    denominator = float(target_usage_per_pod) * float(replica_count)
-    if denominator == 0.0:
-        usage_ratio = math.nan if usage == 0 else math.inf  # Go's float division by zero, not an exception
-    else:
-        usage_ratio = float(usage) / denominator
+    usage_ratio = go_float_divide(float(usage), float(target_usage_per_pod) * float(replica_count))
     if not tolerances.is_within(usage_ratio):
         replica_count_result = math.ceil(float(usage) / float(target_usage_per_pod))
         replica_count = MAX_INT32 if replica_count_result > MAX_INT32 else int(replica_count_result)
     return replica_count
+
+
+def go_float_divide(numerator: float, denominator: float) -> float:
+    """float64 division as Go does it: x / 0 is +Inf, 0 / 0 is NaN (only with 0 replicas, under HPAScaleToZero)."""
+    if denominator == 0.0:
+        return math.nan if numerator == 0.0 else math.copysign(math.inf, numerator)
+    return numerator / denominator
 
 
 def convert_desired_replicas_with_rules(
@@ -337,7 +348,9 @@ def calculate_scale_up_limit_with_scaling_rules(
     else:
         result, select = MIN_INT32, max
     for policy in rules.policies:
-        added = get_replicas_change_per_period(period_seconds=policy.period_seconds, scale_events=scale_up_events, now=now)
+        added = get_replicas_change_per_period(
+            period_seconds=policy.period_seconds, scale_events=scale_up_events, now=now
+        )
         deleted = get_replicas_change_per_period(
             period_seconds=policy.period_seconds, scale_events=scale_down_events, now=now
         )
@@ -346,7 +359,7 @@ def calculate_scale_up_limit_with_scaling_rules(
             proposed = period_start_replicas + policy.value
         else:
             # Rounded up, "because the proposed change might not increase the replica count" (horizontal.go).
-            proposed = int(math.ceil(float(period_start_replicas) * (1 + float(policy.value) / 100)))
+            proposed = math.ceil(float(period_start_replicas) * (1 + float(policy.value) / 100))
         result = select(result, proposed)
     return result
 
@@ -367,7 +380,9 @@ def calculate_scale_down_limit_with_behaviors(
     else:
         result, select = MAX_INT32, min
     for policy in rules.policies:
-        added = get_replicas_change_per_period(period_seconds=policy.period_seconds, scale_events=scale_up_events, now=now)
+        added = get_replicas_change_per_period(
+            period_seconds=policy.period_seconds, scale_events=scale_up_events, now=now
+        )
         deleted = get_replicas_change_per_period(
             period_seconds=policy.period_seconds, scale_events=scale_down_events, now=now
         )

@@ -174,4 +174,3 @@ def _parse_rules(
         policies=policies,
         tolerance=None if tolerance is None else float(parse_quantity(tolerance)),
     )
-

@@ -121,7 +121,10 @@ def run_policy(
                 if planned is not None:
                     synced_spec = spec.with_min_replicas(min(max(spec.min_replicas, planned), spec.max_replicas))
             desired = controller.sync(
-                spec=synced_spec, now=Decimal(now), current_replicas=len(ready_at), metric_total_milli=round(seen) * 1000
+                spec=synced_spec,
+                now=Decimal(now),
+                current_replicas=len(ready_at),
+                metric_total_milli=round(seen) * 1000,
             ).replicas
             if desired > len(ready_at):
                 ready_at.extend([now + model.pod_start_seconds] * (desired - len(ready_at)))
@@ -151,9 +154,7 @@ def summarise(run: Run, *, model: QueueModel, start: int = 0) -> Summary:
     )
 
 
-def compare(
-    *, spec: AutoscalerSpec, arrivals: Sequence[float], model: QueueModel
-) -> tuple[list[Run], list[Summary]]:
+def compare(*, spec: AutoscalerSpec, arrivals: Sequence[float], model: QueueModel) -> tuple[list[Run], list[Summary]]:
     """The reactive HPA and the predictive floor over the same arrivals, measured after the first season."""
     lead = model.pod_start_seconds + SYNC_PERIOD_SECONDS
     runs = [
@@ -177,8 +178,9 @@ def compare(
 
 def format_summaries(summaries: Sequence[Summary], *, model: QueueModel) -> str:
     """The comparison as a Markdown table."""
+    objective = f"seconds above the {model.drain_objective_seconds:g} s drain objective"
     lines = [
-        f"| policy | peak backlog | seconds above the {model.drain_objective_seconds:g} s drain objective | pod-minutes |",
+        f"| policy | peak backlog | {objective} | pod-minutes |",
         "| --- | --- | --- | --- |",
     ]
     for summary in summaries:
@@ -193,9 +195,17 @@ def write_series(runs: Sequence[Run], arrivals: Sequence[float], path: Path) -> 
     """Every second of every policy: arrivals, backlog, pods, ready pods."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["seconds", "orders_per_second", *[f"{run.policy}: {what}" for run in runs for what in ("backlog", "replicas", "ready")]])
+        writer.writerow(
+            [
+                "seconds",
+                "orders_per_second",
+                *[f"{run.policy}: {what}" for run in runs for what in ("backlog", "replicas", "ready")],
+            ]
+        )
         for second, rate in enumerate(arrivals):
-            cells = [cell for run in runs for cell in (f"{run.backlog[second]:.0f}", run.replicas[second], run.ready[second])]
+            cells = [
+                cell for run in runs for cell in (f"{run.backlog[second]:.0f}", run.replicas[second], run.ready[second])
+            ]
             writer.writerow([second, f"{rate:g}", *cells])
 
 
@@ -203,10 +213,10 @@ def draw_chart(
     runs: Sequence[Run], arrivals: Sequence[float], *, model: QueueModel, path: Path, zoom: tuple[int, int] | None
 ) -> None:
     """Arrivals, backlog and replicas over the measured season; a second column zooms on `zoom` (seconds)."""
-    import matplotlib  # noqa: PLC0415 - only `model` draws, `simulate` stays free of matplotlib
+    import matplotlib  # only `model` draws: `simulate` stays free of matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     start = model.season_seconds if len(arrivals) > model.season_seconds else 0
     columns = [(start, len(arrivals))] + ([zoom] if zoom else [])

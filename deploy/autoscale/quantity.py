@@ -5,7 +5,9 @@ import re
 from decimal import Decimal, InvalidOperation
 
 # apimachinery's resource.Quantity grammar: a signed decimal number, then one suffix (binary, decimal or exponent).
-QUANTITY_PATTERN = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$")
+QUANTITY_PATTERN = re.compile(
+    r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
 DECIMAL_SUFFIXES = {
     "n": Decimal("1e-9"),
     "u": Decimal("1e-6"),

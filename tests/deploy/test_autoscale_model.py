@@ -127,7 +127,9 @@ def test_the_documented_comparison_is_what_the_model_computes_on_the_shipped_tra
 
 def test_model_command_prints_the_table_and_writes_the_chart_and_series(tmp_path):
     arrivals = tmp_path / "arrivals.csv"
-    arrivals.write_text("seconds,orders_per_second\n0,5\n200,35\n300,5\n400,5\n600,35\n700,5\n")  # the last row lasts 100 s, as the one before
+    arrivals.write_text(
+        "seconds,orders_per_second\n0,5\n200,35\n300,5\n400,5\n600,35\n700,5\n"
+    )  # the last row lasts 100 s, as the one before
     hpa = tmp_path / "hpa.yaml"
     hpa.write_text(SMALL_HPA)
     chart, series = tmp_path / "chart.png", tmp_path / "series.csv"

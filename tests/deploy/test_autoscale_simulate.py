@@ -373,7 +373,9 @@ def test_k8s_normalize_desired_replicas_with_behavior(
 def test_k8s_normalize_desired_replicas(name, recommendations, desired, expected, log_length):
     controller = HorizontalController(
         downscale_stabilization_seconds=5 * MINUTE,
-        recommendations=[TimestampedRecommendation(value, NOW - minutes * MINUTE) for value, minutes in recommendations],
+        recommendations=[
+            TimestampedRecommendation(value, NOW - minutes * MINUTE) for value, minutes in recommendations
+        ],
     )
 
     replicas = controller.stabilize_recommendation(now=NOW, prenormalized=desired)
@@ -656,7 +658,9 @@ def test_simulate_starts_from_initial_replicas_and_reports_bad_input(tmp_path):
     trace.write_text("seconds,value\n0,1800\n")
     command = [sys.executable, "-m", "deploy.autoscale", "simulate", "--hpa", str(ORDERS_HPA), "--trace", str(trace)]
 
-    started = subprocess.run([*command, "--initial-replicas", "7"], cwd=REPOSITORY, capture_output=True, text=True, timeout=60, check=False)
+    started = subprocess.run(
+        [*command, "--initial-replicas", "7"], cwd=REPOSITORY, capture_output=True, text=True, timeout=60, check=False
+    )
     trace.write_text("seconds,backlog\n0,1\n")
     refused = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=60, check=False)
 
