@@ -1,0 +1,1 @@
+"""Deployment artefacts: Kubernetes manifests, Prometheus rules, the autoscaling replay. Not imported by the service."""
