@@ -149,6 +149,16 @@ def probe_source() -> Path:
     return next(path for path in PROBE_SOURCES if path.exists())
 
 
+def local_probe_command(command: list[str]) -> list[str]:
+    """A manifest's probe command as this checkout can run it: this Python, and the probe module where it is."""
+    if command[:3] != ["python", "-m", PROBE_MODULE]:
+        raise ValueError(f"not the probe command: {command}")
+    source = probe_source()
+    if source == PROBE_SOURCES[0]:
+        return [sys.executable, *command[1:]]
+    return [sys.executable, str(source.relative_to(ROOT)), *command[3:]]
+
+
 def router_queue_names() -> tuple[str, ...]:
     """Every queue the router can send to."""
     for name in ROUTING_MODULES:
