@@ -471,3 +471,17 @@ def test_only_web_is_reachable_from_outside_and_metrics_and_flower_from_monitori
     assert sources("worker-metrics") == {"monitoring"}
     assert sources("flower") == {"monitoring"}
     assert set(policies["worker-metrics"]["podSelector"]["matchExpressions"][0]["values"]) == POOLS
+
+
+def test_the_image_runs_as_the_user_the_pods_run_as_from_a_pinned_base():
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    (base,) = [line.split()[1] for line in dockerfile if line.startswith("FROM ")]
+    (user,) = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    pod_users = {
+        (container.pod["securityContext"]["runAsUser"], container.pod["securityContext"]["runAsGroup"])
+        for name in RENDERINGS
+        for container in manifests.containers(rendering(name))
+    }
+
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base)
+    assert {tuple(int(part) for part in user.split(":"))} == pod_users == {(10001, 10001)}

@@ -40,8 +40,13 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 faults, processes, sandbox_redis = fault_fixtures.faults, fault_fixtures.processes, fault_fixtures.sandbox_redis
 
 ROOT = manifests.ROOT
-# What the image sets for every process (Dockerfile ENV): no bytecode written beside the code, logs unbuffered.
-IMAGE_ENVIRONMENT = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+# What the image sets for every process: the Dockerfile's ENV lines (KEY=VALUE pairs).
+IMAGE_ENVIRONMENT = dict(
+    pair.split("=", 1)
+    for line in (ROOT / "Dockerfile").read_text().splitlines()
+    if line.startswith("ENV ")
+    for pair in line.split()[1:]
+)
 
 
 class ManifestPool:
