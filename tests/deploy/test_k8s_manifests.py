@@ -276,7 +276,7 @@ def test_every_queue_the_router_sends_to_is_consumed_by_exactly_one_running_pool
 
     assert {queue: len(pool) for queue, pool in consumers.items()} == dict.fromkeys(manifests.router_queue_names(), 1)
     for queue, (pool,) in consumers.items():
-        assert pools(name)[pool].workload["spec"]["replicas"] >= 1, queue
+        assert pools(name)[pool].workload["spec"].get("replicas", 1) >= 1, queue
 
 
 @pytest.mark.parametrize("name", RENDERINGS)
@@ -285,7 +285,7 @@ def test_a_pool_for_a_queue_the_router_does_not_declare_yet_runs_no_pod(name):
     for pool, container in pools(name).items():
         undeclared = set(container.option("--queues").split(",")) - set(manifests.router_queue_names())
         if undeclared:
-            assert container.workload["spec"]["replicas"] == 0, (pool, undeclared)
+            assert container.workload["spec"].get("replicas", 1) == 0, (pool, undeclared)
 
 
 @pytest.mark.parametrize("name", RENDERINGS)
@@ -321,7 +321,7 @@ def test_beat_is_singular_and_schedules_under_the_lock(name):
         if item["kind"] in {"HorizontalPodAutoscaler", "ScaledObject"}
     }
 
-    assert (beat.name, beat.workload["spec"]["replicas"]) == ("beat", 1)
+    assert (beat.name, beat.workload["spec"].get("replicas", 1)) == ("beat", 1)
     assert beat.spec["command"] == ["celery", "-A", "proj", "beat"]
     assert issubclass(symbol_by_name(scheduler), LockedDatabaseScheduler)
     assert "beat" not in scaled
