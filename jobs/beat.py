@@ -13,6 +13,7 @@ import socket
 import time
 from contextlib import contextmanager, suppress
 
+import psycopg2
 from django.db import DEFAULT_DB_ALIAS, connections
 from django_celery_beat.schedulers import DatabaseScheduler
 
@@ -42,10 +43,10 @@ class BeatLock:
 
     def __init__(self, *, key: int = BEAT_LOCK_KEY) -> None:
         self.key = key
-        self.connection = None
+        self.connection: psycopg2.extensions.connection | None = None
         self.name = f"celery-beat {socket.gethostname()} pid {os.getpid()}"
 
-    def _connect(self):
+    def _connect(self) -> psycopg2.extensions.connection:
         wrapper = connections.create_connection(DEFAULT_DB_ALIAS)
         parameters = wrapper.get_connection_params()
         server_options = (
@@ -62,11 +63,13 @@ class BeatLock:
             "tcp_user_timeout": TCP_USER_TIMEOUT_MILLISECONDS,
             "options": f"{parameters.get('options', '')} {server_options}".strip(),
         }
-        connection = wrapper.Database.connect(**parameters)
+        connection = psycopg2.connect(**parameters)
         connection.autocommit = True
         return connection
 
-    def _query(self, sql: str, parameters: tuple = ()):
+    def _query(self, sql: str, parameters: tuple = ()) -> tuple:
+        if self.connection is None:
+            raise LockLost("no connection to PostgreSQL")
         with self.connection.cursor() as cursor:
             cursor.execute(sql, parameters)
             return cursor.fetchone()
@@ -95,7 +98,7 @@ class BeatLock:
                     break
                 if waiting_since is None:
                     logger.info("Another beat schedules (%s): waiting for its lock.", self.holder())
-            except connections[DEFAULT_DB_ALIAS].Database.Error as error:
+            except psycopg2.Error as error:
                 logger.warning("Beat cannot reach PostgreSQL for its lock (%s): trying again.", error)
                 self.release()
             waiting_since = waiting_since or time.monotonic()
@@ -111,7 +114,7 @@ class BeatLock:
                 " AND pid = pg_backend_pid() AND classid = %s::bigint::oid AND objid = %s::bigint::oid",
                 (self.key >> 32, self.key & 0xFFFFFFFF),
             )
-        except connections[DEFAULT_DB_ALIAS].Database.Error as error:
+        except psycopg2.Error as error:
             raise LockLost(f"the lock's connection failed: {error}") from error
         if row[0] != 1:
             raise LockLost("this session no longer holds the lock")
