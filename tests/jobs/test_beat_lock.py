@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from django.db import connection
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
@@ -162,3 +163,35 @@ def test_a_waiting_beat_stops_at_once_on_sigterm(processes, tmp_path):
     assert (exit_code, time.monotonic() - started < 3) == (0, True)
     assert first.poll() is None
     assert "Beat holds the schedule lock" not in log(processes, "beat-second")
+
+
+def test_a_beat_whose_lock_session_ends_stops_scheduling_and_the_waiting_one_takes_over(processes, tmp_path):
+    broker = RedisServer(processes, tmp_path, name="broker")
+    first = start_beat(processes, broker, "beat-first")
+    wait_for(lambda: "Beat holds the schedule lock" in log(processes, "beat-first"), timeout=60, message="the lock")
+    second = start_beat(processes, broker, "beat-second")
+    wait_for(lambda: "waiting for its lock." in log(processes, "beat-second"), timeout=60, message="the wait")
+    wait_for(lambda: sent_messages(broker), timeout=30, message="the first beat to send")
+
+    # when: PostgreSQL ends the holder's lock session, as it does once keepalives find the holder unreachable
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [f"celery-beat {os.uname().nodename} pid {first.pid}"],
+        )
+        assert cursor.fetchone() == (True,)
+    ended_at = time.time()
+    first.wait(timeout=30)
+    wait_for(
+        lambda: any(message.pid == second.pid for message in sent_messages(broker)),
+        timeout=30,
+        message="the second beat to send",
+    )
+    processes.stop(second)
+
+    # then: the first sent nothing once its session was gone, and stopped; the second took over
+    messages = sent_messages(broker)
+    assert {message.pid for message in messages if message.at < ended_at} == {first.pid}
+    assert [message for message in messages if message.pid == first.pid and message.at > ended_at] == []
+    assert "Beat lost the schedule lock (the lock's connection failed:" in log(processes, "beat-first")
+    assert min(message.at for message in messages if message.pid == second.pid) - ended_at < TAKEOVER_BOUND_SECONDS
