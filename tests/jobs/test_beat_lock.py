@@ -37,9 +37,9 @@ RELAY_INTERVAL_SECONDS = 1.0
 # next poll (jobs.beat.LOCK_POLL_SECONDS, 1 s) takes the lock, builds its schedule and sends the relay once its
 # interval since the last run has passed.
 TAKEOVER_BOUND_SECONDS = 5.0
-# Two beats at once would send relay-outbox at random offsets; one beat sends it every interval, give or take the
-# scheduler's wake-up jitter.
-SMALLEST_RELAY_GAP_SECONDS = RELAY_INTERVAL_SECONDS - 0.2
+# One beat sends relay-outbox every interval, give or take its wake-up jitter. Two beats at once, each on its own
+# phase, would leave a gap of at most half the interval between one's send and the other's, every interval.
+SMALLEST_RELAY_GAP_SECONDS = RELAY_INTERVAL_SECONDS / 2
 ENTRIES_DUE_AT_START = {"reconcile-stuck-orders", "reconcile-notifications", "prune-idempotency-keys"}
 
 
