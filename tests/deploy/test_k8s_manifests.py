@@ -89,9 +89,7 @@ def names_celery_reads() -> frozenset[str]:
 @cache
 def names_the_service_reads() -> frozenset[str]:
     settings_source = ROOT / "proj" / "settings.py"
-    return frozenset(
-        names_read_from_environment(settings_source) | names_read_from_environment(manifests.probe_source())
-    )
+    return frozenset(names_read_from_environment(settings_source) | names_read_from_environment(manifests.PROBE_SOURCE))
 
 
 def test_every_overlay_and_component_is_rendered():
