@@ -40,6 +40,20 @@ class QoS(kombu_redis.QoS):
 class Channel(kombu_redis.Channel):
     QoS = QoS
 
+    def close(self) -> None:
+        """kombu's close, except when the connection that owned this channel is already gone.
+
+        After a lost broker connection, Celery closes the consumer's connection; kombu 5.7.0 may reach a channel
+        whose transport no longer has its connection (`transport.client` is None), and restoring the messages the
+        channel held then dies on `None.hostname` building a new Redis pool - an AttributeError Celery does not
+        ignore, so the worker stops ("Unrecoverable error"). Nothing can be restored through a dead connection
+        anyway: those messages stay recorded as held by this worker, which puts them back once it reconnects (and
+        the others reap them should it die).
+        """
+        if getattr(self.connection, "client", None) is None:
+            self.do_restore = False
+        super().close()
+
 
 class Transport(kombu_redis.Transport):
     Channel = Channel

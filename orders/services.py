@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import F, OuterRef, Subquery
+from django.db.models.functions import Now
 
 from core.errors import InvalidInput
 from jobs.models import OutboxMessage
@@ -175,8 +176,9 @@ def _start_processing(order_id: OrderId) -> tuple[Order, list[ReservedItem]] | N
         raise OrderNotFound(f"Order {order_id} does not exist (or is not visible yet).")
     if order.status != Status.PROCESSING:
         return None  # completed, failed or cancelled already: a duplicate message
-    # Left in `processing` by a worker that died, or a duplicate running alongside: resume. Stock is reserved.
-    Order.objects.filter(pk=order.pk).update(attempts=F("attempts") + 1)
+    # Left in `processing` by a worker that died, or a retry after a transient error: resume (stock is reserved), and
+    # count it as activity, so the stuck-order reconciler only looks at orders nobody has touched for a while.
+    Order.objects.filter(pk=order.pk).update(attempts=F("attempts") + 1, updated_at=Now())
     return order, reserved_items(order)
 
 

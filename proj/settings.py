@@ -211,12 +211,14 @@ ORDER_REGIONS = env_list("ORDER_REGIONS", "eu,us,ap")
 # More than this many units of one product, or items in one order, is a typo or abuse, not a purchase.
 ORDER_MAX_QUANTITY_PER_ITEM = env_int("ORDER_MAX_QUANTITY_PER_ITEM", 100)
 ORDER_MAX_ITEMS = env_int("ORDER_MAX_ITEMS", 50)
-# An order unfinished this long lost its message: the reconciler schedules it again. Longer than the visibility
-# timeout, so a message that Redis will redeliver anyway is not duplicated needlessly.
-ORDER_STUCK_AFTER_SECONDS = env_int("ORDER_STUCK_AFTER_SECONDS", 15 * 60)
-# A final order's notification neither sent nor being sent this long after lost its message: sent again. Longer
-# than the visibility timeout, for the same reason.
-NOTIFICATION_MISSING_AFTER_SECONDS = env_int("NOTIFICATION_MISSING_AFTER_SECONDS", 15 * 60)
+# The reconcilers' thresholds. A dead worker's messages come back within seconds (the registry's reaper); what
+# these catch is a message lost outright (kombu pops it before recording it; Redis losing its data). Each is above
+# the longest silence of work still in hand: a retry's backoff (TASK_MAX_DELAY_SECONDS, 300 s) + its hard time
+# limit (90 s) + the reaper's bound (15 s) = 405 s; 480 leaves a margin, so a message still coming is not doubled.
+# An order with no activity (placement, a transition, a retry starting) this long: scheduled again.
+ORDER_STUCK_AFTER_SECONDS = env_int("ORDER_STUCK_AFTER_SECONDS", 8 * 60)
+# A final order's notification neither sent nor being sent this long after: sent again.
+NOTIFICATION_MISSING_AFTER_SECONDS = env_int("NOTIFICATION_MISSING_AFTER_SECONDS", 8 * 60)
 # How far back it looks (orders that became final within this long): bounds its query, leaves a day to recover.
 NOTIFICATION_RECONCILE_WINDOW_SECONDS = env_int("NOTIFICATION_RECONCILE_WINDOW_SECONDS", 24 * 60 * 60)
 
@@ -241,9 +243,9 @@ OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
 # The tasks that receive batches of events and confirm them once stored (jobs.base.EventConsumerTask). One
 # confirmation stands for every consumer: a second consumer needs receipts of its own first.
 OUTBOX_EVENT_CONSUMERS = env_list("OUTBOX_EVENT_CONSUMERS", "analytics.track_events")
-# Events sent this long ago that no consumer confirmed were lost with their batch: sent again. Longer than the
-# visibility timeout, so a batch held by a dead worker comes back by itself first.
-OUTBOX_EVENT_REDELIVER_AFTER_SECONDS = env_int("OUTBOX_EVENT_REDELIVER_AFTER_SECONDS", 15 * 60)
+# Events sent this long ago that no consumer confirmed were lost with their batch: sent again (the reconcilers'
+# threshold above, for the same reason).
+OUTBOX_EVENT_REDELIVER_AFTER_SECONDS = env_int("OUTBOX_EVENT_REDELIVER_AFTER_SECONDS", 8 * 60)
 
 # --- Celery --------------------------------------------------------------------------------------------------------
 # Read by proj/celery.py through config_from_object(namespace="CELERY"); the settings without that prefix are ours.

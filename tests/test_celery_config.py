@@ -120,10 +120,12 @@ def test_the_production_defaults_keep_the_bound_too():
     # The test settings shorten backoff; check the defaults a deployment gets, in a fresh interpreter.
     script = (
         "import json, django; django.setup()\n"
-        "from tests.test_celery_config import longest_delays, our_tasks\n"
+        "from django.conf import settings\n"
+        "from tests.test_celery_config import RECOVERY_SETTINGS, longest_delays, our_tasks\n"
         "from proj.celery import app\n"
         "print(json.dumps({'visibility_timeout': app.conf.broker_transport_options['visibility_timeout'],\n"
-        "                  'delays': longest_delays(app.conf, our_tasks())}))\n"
+        "                  'delays': longest_delays(app.conf, our_tasks()),\n"
+        "                  'recovery': {name: getattr(settings, name) for name in RECOVERY_SETTINGS}}))\n"
     )
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith(("CELERY_", "ORDER_", "TASK_", "BROKER_"))
@@ -138,14 +140,38 @@ def test_the_production_defaults_keep_the_bound_too():
     assert report["visibility_timeout"] == 600
     assert report["delays"]["orders.process_order retry_backoff_max"] == 300
     assert {source: delay for source, delay in report["delays"].items() if delay >= 600} == {}
+    # The reconcilers and the relay's second sending of unconfirmed events are for messages lost outright: they
+    # wait longer than work still in hand can be silent, so they do not double a message that is still coming.
+    recovery = report["recovery"]
+    for threshold in ("ORDER_STUCK_AFTER_SECONDS", "OUTBOX_EVENT_REDELIVER_AFTER_SECONDS"):
+        assert recovery[threshold] > longest_silence_in_hand(recovery), threshold
+    assert recovery["NOTIFICATION_MISSING_AFTER_SECONDS"] > longest_silence_in_hand(recovery)
 
 
-def test_the_recovery_thresholds_wait_for_redelivery_first():
-    # Redis redelivers a dead worker's message after the visibility timeout; the reconcilers and the relay's second
-    # sending of unconfirmed events come after that.
-    assert settings.ORDER_STUCK_AFTER_SECONDS > settings.BROKER_VISIBILITY_TIMEOUT_SECONDS
-    assert settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS > settings.BROKER_VISIBILITY_TIMEOUT_SECONDS
-    assert settings.NOTIFICATION_MISSING_AFTER_SECONDS > settings.BROKER_VISIBILITY_TIMEOUT_SECONDS
+def test_a_dead_workers_messages_come_back_within_the_promised_bound():
+    # A worker is dead once its heartbeat key expires (TTL after its last heartbeat); a live one reaps within a
+    # heartbeat interval after that. The README promises 15 s.
+    assert settings.WORKER_REGISTRY_TTL_SECONDS + settings.WORKER_HEARTBEAT_INTERVAL_SECONDS <= 15
+    # ...and a live worker may miss several heartbeats (a GC pause, a busy loop) before it is taken for dead.
+    assert settings.WORKER_REGISTRY_TTL_SECONDS >= 3 * settings.WORKER_HEARTBEAT_INTERVAL_SECONDS
+
+
+def longest_silence_in_hand(values: dict) -> float:
+    """How long work still in hand can go without a sign of life: a retry's backoff, then its hard time limit, then
+    the reaper's bound should its worker die."""
+    reap_bound = values["WORKER_REGISTRY_TTL_SECONDS"] + values["WORKER_HEARTBEAT_INTERVAL_SECONDS"]
+    return values["TASK_MAX_DELAY_SECONDS"] + values["CELERY_TASK_TIME_LIMIT"] + reap_bound
+
+
+RECOVERY_SETTINGS = (
+    "TASK_MAX_DELAY_SECONDS",
+    "CELERY_TASK_TIME_LIMIT",
+    "WORKER_REGISTRY_TTL_SECONDS",
+    "WORKER_HEARTBEAT_INTERVAL_SECONDS",
+    "ORDER_STUCK_AFTER_SECONDS",
+    "OUTBOX_EVENT_REDELIVER_AFTER_SECONDS",
+    "NOTIFICATION_MISSING_AFTER_SECONDS",
+)
 
 
 @pytest.mark.parametrize("name", ["orders.process_order", "notifications.send_notification", "analytics.track_events"])

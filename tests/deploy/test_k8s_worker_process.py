@@ -146,11 +146,13 @@ class ManifestContainer:
         for port, local in (ports or {}).items():
             command = [argument.replace(f"0.0.0.0:{port}", f"127.0.0.1:{local}") for argument in command]
             command = [argument.replace(f"--port={port}", f"--port={local}") for argument in command]
+        hostname = f"{name}@{socket.gethostname()}"
         if manifests.is_worker(self.container):
             # Each pod has a host name of its own; processes on this machine share one.
-            command.append(f"--hostname={name}@{socket.gethostname()}")
+            command.append(f"--hostname={hostname}")
         process = self.faults.processes.start(command, environment=environment, name=name)
-        return Worker(process=process, name=name, log_path=self.faults.work_dir / f"{name}.log"), environment
+        log_path = self.faults.work_dir / f"{name}.log"
+        return Worker(process=process, name=name, log_path=log_path, hostname=hostname), environment
 
     def probe(self, kind: str, environment: dict[str, str]):
         """The exec probe of the manifest, in the container's environment."""
