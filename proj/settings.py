@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     # Before staticfiles: runserver leaves static files to WhiteNoise, as in production.
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # PostgreSQL's own fields and operations: the outbox's awaited consumers are an array (jobs/models.py).
+    "django.contrib.postgres",
     "django_celery_results",
     "django_celery_beat",
     # django-ninja serves its API docs (Swagger UI) from its own static files when it is an installed app.
@@ -238,8 +240,8 @@ OUTBOX_RELAY_AFTER_SECONDS = env_int("OUTBOX_RELAY_AFTER_SECONDS", 10)
 OUTBOX_RELAY_INTERVAL_SECONDS = env_float("OUTBOX_RELAY_INTERVAL_SECONDS", 2.0)
 # Rows per relay transaction: one batch message of events stays well under a megabyte.
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
-# The tasks that receive batches of events and confirm them once stored (jobs.base.EventConsumerTask). One
-# confirmation stands for every consumer: a second consumer needs receipts of its own first.
+# The tasks that receive batches of events, each confirming them under its own name once handled
+# (jobs.base.EventConsumerTask).
 OUTBOX_EVENT_CONSUMERS = env_list("OUTBOX_EVENT_CONSUMERS", "analytics.track_events")
 # Events sent this long ago that no consumer confirmed were lost with their batch: sent again. Longer than the
 # visibility timeout, so a batch held by a dead worker comes back by itself first.

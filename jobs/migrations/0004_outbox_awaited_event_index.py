@@ -1,0 +1,25 @@
+# The relay's index of events still awaited by a consumer, in place of the single receipt's index.
+
+from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    # CONCURRENTLY, so building the index over the whole outbox (mostly events) never blocks the inserts of orders
+    # being placed meanwhile; PostgreSQL refuses it inside a transaction.
+    atomic = False
+
+    dependencies = [
+        ('jobs', '0003_outbox_awaiting_consumers'),
+    ]
+
+    operations = [
+        AddIndexConcurrently(
+            model_name='outboxmessage',
+            index=models.Index(condition=models.Q(('kind', 'event'), ('sent_at__isnull', False), models.Q(('awaiting_consumers', []), _negated=True)), fields=['sent_at'], name='outbox_awaited_event_idx'),
+        ),
+        RemoveIndexConcurrently(
+            model_name='outboxmessage',
+            name='outbox_unconfirmed_event_idx',
+        ),
+    ]
