@@ -4,6 +4,7 @@ The console backend would fill the worker logs and locmem keeps every message in
 this one pays the real cost of rendering the MIME message and appends one line per message to BENCH_MAIL_LOG,
 so the harness can count emails sent and when: `<time> <bytes> <recipients> <Message-ID>`. The Message-ID names the
 order and the kind of message (notifications/services.py), so the soak can count confirmations per order.
+BENCH_MAIL_DELAY_SECONDS makes the mail server slow (a fault test catches a worker mid-send).
 """
 
 import os
@@ -14,6 +15,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 class RecordingBackend(BaseEmailBackend):
     def send_messages(self, email_messages) -> int:
+        time.sleep(float(os.environ.get("BENCH_MAIL_DELAY_SECONDS", "0")))
         lines = []
         for message in email_messages:
             built = message.message()

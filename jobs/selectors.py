@@ -1,5 +1,8 @@
-"""Reads about the task pipeline: broker queues, the outbox and dead letters."""
+"""Reads about the task pipeline: broker queues, the workers, the outbox and dead letters."""
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -8,8 +11,11 @@ from django.conf import settings
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
+from jobs import registry
 from jobs.models import DeadLetter, OutboxMessage
 from jobs.routing import QUEUE_NAMES
+
+logger = logging.getLogger(__name__)
 
 # A scrape or an ops page must not hang on a broker that stopped answering; the caller reports the broker down.
 BROKER_READ_TIMEOUT_SECONDS = 2.0
@@ -30,15 +36,57 @@ class ConsumerBacklog:
     oldest_age_seconds: float
 
 
-def get_queue_lengths(*, queue_names: tuple[str, ...] = QUEUE_NAMES) -> dict[str, int]:
-    """Messages waiting in each queue, counting the Redis transport's priority sub-queues (`orders\\x06\\x163`, ...).
+@dataclass(frozen=True)
+class WorkerOverview:
+    # Every worker the registry lists: alive, or dead and not forgotten yet.
+    workers: list[registry.WorkerStatus]
+    # Live workers consuming each queue.
+    consumers: dict[str, int]
+    # Messages workers hold (reserved, not acknowledged) per queue: taken, not finished; a dead worker's count until
+    # they are reaped.
+    in_flight: dict[str, int]
 
-    Messages a worker has taken but not acknowledged are not waiting, so they are not counted (as in Redis itself).
-    """
+    @property
+    def live_worker_names(self) -> list[str]:
+        return [status.hostname for status in self.workers if status.is_alive]
+
+
+@contextmanager
+def _broker_channel() -> Iterator:
     with current_app.pool.acquire(block=True, timeout=BROKER_READ_TIMEOUT_SECONDS) as connection:
         # No retry: a scrape reports the broker down at once rather than retrying for the connection's timeout.
         connection.ensure_connection(max_retries=0)
-        channel = connection.default_channel
+        yield connection.default_channel
+
+
+def get_worker_overview(*, queue_names: tuple[str, ...] = QUEUE_NAMES) -> WorkerOverview:
+    """The worker registry (jobs/registry.py): who is alive, what each queue has for consumers and in flight."""
+    with _broker_channel() as channel:
+        workers = registry.read_workers(channel.client)
+        live = [status.info for status in workers if status.info is not None]
+        in_flight = registry.held_by_queue(channel.client, [status.hostname for status in workers], queue_names)
+    return WorkerOverview(
+        workers=workers, consumers=registry.consumers_by_queue(live, queue_names), in_flight=in_flight
+    )
+
+
+def is_worker_alive(hostname: str) -> bool:
+    """Whether the worker heartbeats; True when the broker cannot be read (it cannot be told dead)."""
+    try:
+        with _broker_channel() as channel:
+            return registry.is_alive(channel.client, hostname)
+    except Exception:
+        logger.warning("Could not read the worker registry; taking %s for alive", hostname, exc_info=True)
+        return True
+
+
+def get_queue_lengths(*, queue_names: tuple[str, ...] = QUEUE_NAMES) -> dict[str, int]:
+    """Messages waiting in each queue, counting the Redis transport's priority sub-queues (`orders\\x06\\x163`, ...).
+
+    Messages a worker has taken but not acknowledged are not waiting, so they are not counted (they are in flight:
+    `get_worker_overview`).
+    """
+    with _broker_channel() as channel:
         keys = {
             queue: [channel._q_for_pri(queue, priority) for priority in channel.priority_steps] for queue in queue_names
         }
@@ -100,9 +148,3 @@ def list_pending_dead_letters(*, task_name: str | None = None, since: datetime |
     if since:
         dead_letters = dead_letters.filter(created_at__gte=since)
     return dead_letters
-
-
-def list_online_workers(*, timeout: float = 1.0) -> list[str]:
-    """Names of the workers that answer a broadcast ping within `timeout` seconds, sorted."""
-    replies = current_app.control.ping(timeout=timeout) or []
-    return sorted(name for reply in replies for name in reply)

@@ -38,6 +38,8 @@ class Notification(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Who claimed it, `celery@host:pid`: a claim whose worker is gone is taken over at once, not after it goes stale.
+    claimed_by = models.CharField(max_length=255, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
 

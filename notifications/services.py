@@ -1,11 +1,15 @@
 """Sending notifications: at most one per (order, channel, kind) in effect, whatever the number of deliveries.
 
-A worker claims the notification row before sending and marks it sent afterwards. A worker that dies between the
-send and the mark leaves a claim that goes stale; the redelivered task then sends again: email and push are
-at-least-once, and the email's Message-ID is stable so mail clients can recognise the duplicate.
+A worker process claims the notification row before sending and marks it sent afterwards. If it dies in between,
+its message comes back (the worker registry reaps it within seconds) and the next delivery takes the claim over at
+once, as soon as the registry says the claimer's worker is gone (or, on the same worker, its process); a claim
+whose claimer cannot be told dead waits until it is stale. A process that died after sending and before marking
+leads to a second send: email and push are at-least-once, and the email's Message-ID is stable so mail clients
+can recognise the duplicate.
 """
 
 import logging
+import os
 import smtplib
 
 import requests
@@ -15,6 +19,7 @@ from django.db import connection, transaction
 from django.db.models.functions import Now
 from django.template.loader import render_to_string
 
+from jobs import selectors as job_selectors
 from jobs.outbox import event_message, publish_on_commit
 from notifications.exceptions import ChannelUnavailable, NotificationBusy, RecipientRefused
 from notifications.models import Notification
@@ -28,9 +33,17 @@ Status = Notification.Status
 CLAIM_STALE_AFTER_SECONDS = settings.CELERY_TASK_TIME_LIMIT + 30
 
 
-def send_notification(*, order_id: str, channel: str, kind: str, recipient: str, context: dict) -> str:
-    """Send the notification unless it was sent already; return its final status."""
-    notification_id = _claim(order_id=order_id, channel=channel, kind=kind, recipient=recipient)
+def send_notification(
+    *, order_id: str, channel: str, kind: str, recipient: str, context: dict, claimer: str = ""
+) -> str:
+    """Send the notification unless it was sent already; return its final status.
+
+    `claimer` names the process sending, `celery@host:pid` (the task passes it), so that its claim can be taken
+    over as soon as that process is known to be gone.
+    """
+    notification_id = _claim(order_id=order_id, channel=channel, kind=kind, recipient=recipient, claimer=claimer)
+    if notification_id is None:
+        notification_id = _take_over_if_claimer_gone(order_id=order_id, channel=channel, kind=kind, claimer=claimer)
     if notification_id is None:
         status = (
             Notification.objects.filter(order_id=order_id, channel=channel, kind=kind)
@@ -74,25 +87,60 @@ def record_failure(*, order_id: str, channel: str, kind: str, reason: str) -> No
     )
 
 
-def _claim(*, order_id: str, channel: str, kind: str, recipient: str) -> int | None:
+def _claim(*, order_id: str, channel: str, kind: str, recipient: str, claimer: str) -> int | None:
     """Create or take over the notification row for sending; None when it is sent, skipped or freshly claimed."""
     table = Notification._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             INSERT INTO {table} AS n (order_id, channel, kind, recipient, status, attempts, last_error, claimed_at,
-                                      created_at)
-            VALUES (%s, %s, %s, %s, 'sending', 1, '', now(), now())
+                                      claimed_by, created_at)
+            VALUES (%s, %s, %s, %s, 'sending', 1, '', now(), %s, now())
             ON CONFLICT (order_id, channel, kind) DO UPDATE
-            SET status = 'sending', attempts = n.attempts + 1, claimed_at = now()
+            SET status = 'sending', attempts = n.attempts + 1, claimed_at = now(), claimed_by = EXCLUDED.claimed_by
             WHERE n.status NOT IN ('sent', 'skipped')
               AND (n.claimed_at IS NULL OR n.claimed_at < now() - make_interval(secs => %s))
             RETURNING id
             """,  # noqa: S608 - the table name is ours, the values are parameters
-            [order_id, channel, kind, recipient, CLAIM_STALE_AFTER_SECONDS],
+            [order_id, channel, kind, recipient, claimer, CLAIM_STALE_AFTER_SECONDS],
         )
         row = cursor.fetchone()
     return row[0] if row else None
+
+
+def _take_over_if_claimer_gone(*, order_id: str, channel: str, kind: str, claimer: str) -> int | None:
+    """Take over a fresh claim whose claimer is gone; None when there is none, or its claimer may be alive."""
+    claim = (
+        Notification.objects.filter(order_id=order_id, channel=channel, kind=kind, status=Status.SENDING)
+        .exclude(claimed_at=None)
+        .values_list("pk", "claimed_by")
+        .first()
+    )
+    if claim is None or not _is_gone(claim[1], asking=claimer):
+        return None
+    taken = Notification.objects.filter(pk=claim[0], status=Status.SENDING, claimed_by=claim[1]).update(
+        claimed_at=Now(), claimed_by=claimer
+    )
+    if taken:
+        logger.warning("Took over notification %s claimed by %s, which is gone", claim[0], claim[1])
+    return claim[0] if taken else None
+
+
+def _is_gone(claimed_by: str, *, asking: str) -> bool:
+    """Whether the process that claimed (`celery@host:pid`) is known to be gone: its worker stopped heartbeating,
+    or, on the asking process's own worker, that pid no longer runs. Unknown (no name, no registry) is not gone."""
+    worker, _, pid = claimed_by.rpartition(":")
+    if not worker or not pid.isdigit():
+        return False
+    if worker == asking.rpartition(":")[0]:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return not job_selectors.is_worker_alive(worker)
 
 
 def _deliver(*, channel: str, kind: str, recipient: str, context: dict) -> None:

@@ -1,3 +1,4 @@
+import os
 from typing import Any
 
 from celery import shared_task
@@ -20,8 +21,9 @@ class SendNotificationTask(ReliableTask):
 
 # Timeouts and connection errors (ChannelUnavailable, TimeoutError, ConnectionError) retry with exponential
 # backoff and jitter, as ReliableTask declares; a refused recipient is final and recorded on the notification.
-@shared_task(name="notifications.send_notification", base=SendNotificationTask)
-def send_notification_task(order_id: str, channel: str, kind: str, recipient: str, context: dict) -> str:
+@shared_task(name="notifications.send_notification", base=SendNotificationTask, bind=True)
+def send_notification_task(self, order_id: str, channel: str, kind: str, recipient: str, context: dict) -> str:
+    claimer = f"{self.request.hostname}:{os.getpid()}"  # the process sending: its claim is taken over once it is gone
     return services.send_notification(
-        order_id=order_id, channel=channel, kind=kind, recipient=recipient, context=context
+        order_id=order_id, channel=channel, kind=kind, recipient=recipient, context=context, claimer=claimer
     )

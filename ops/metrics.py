@@ -10,15 +10,17 @@ The ops page (`/ops/`) draws from `read_pipeline_snapshot` as well, so it shows 
 """
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from celery.utils import nodesplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from jobs import selectors as job_selectors
-from jobs.selectors import ConsumerBacklog, OutboxBacklog
+from jobs.selectors import ConsumerBacklog, OutboxBacklog, WorkerOverview
 from orders import selectors as order_selectors
 from orders.selectors import LatencyHistogram
 
@@ -34,6 +36,7 @@ class PipelineSnapshot:
     """What the pipeline looks like now. A part is None when its source (Redis, PostgreSQL) could not be read."""
 
     queue_lengths: dict[str, int] | None
+    workers: WorkerOverview | None
     outbox: dict[str, OutboxBacklog] | None
     dead_letters: dict[str, int] | None
     orders_by_status: dict[str, int] | None
@@ -48,11 +51,14 @@ class PipelineSnapshot:
 
 def read_pipeline_snapshot() -> PipelineSnapshot:
     """Read the numbers behind `/metrics` and the ops page; an unreachable source leaves its parts empty."""
+    queue_lengths: dict[str, int] | None
+    workers: WorkerOverview | None
     try:
         queue_lengths = job_selectors.get_queue_lengths()
+        workers = job_selectors.get_worker_overview()
     except Exception:  # any broker failure: report the broker down, serve the rest
-        logger.warning("Metrics could not read the queue lengths from the broker.", exc_info=True)
-        queue_lengths = None
+        logger.warning("Metrics could not read the queue lengths and workers from the broker.", exc_info=True)
+        queue_lengths = workers = None
     outbox: dict[str, OutboxBacklog] | None
     dead_letters: dict[str, int] | None
     orders_by_status: dict[str, int] | None
@@ -69,6 +75,7 @@ def read_pipeline_snapshot() -> PipelineSnapshot:
         outbox = dead_letters = orders_by_status = order_latency = event_consumers = None
     return PipelineSnapshot(
         queue_lengths=queue_lengths,
+        workers=workers,
         outbox=outbox,
         dead_letters=dead_letters,
         orders_by_status=orders_by_status,
@@ -100,6 +107,9 @@ class PipelineCollector(Collector):
             for queue, length in snapshot.queue_lengths.items():
                 queues.add_metric([queue], length)
             yield queues
+
+        if snapshot.workers is not None:
+            yield from _worker_families(snapshot.workers)
 
         if snapshot.outbox is not None:
             unsent = GaugeMetricFamily(
@@ -161,6 +171,38 @@ class PipelineCollector(Collector):
                 buckets.append(("+Inf", histogram.count))
                 latency.add_metric([status], buckets, histogram.sum_seconds)
             yield latency
+
+
+def _worker_families(overview: WorkerOverview) -> Iterator[GaugeMetricFamily]:
+    """The worker registry's numbers, with celery-exporter's names where it has them."""
+    in_flight = GaugeMetricFamily(
+        "shop_queue_messages_in_flight",
+        "Messages workers have taken from the queue and not acknowledged yet (running, prefetched, waiting for an "
+        "ETA); a dead worker's count until they are back in the queue.",
+        labels=["queue_name"],
+    )
+    consumers = GaugeMetricFamily(
+        "celery_active_worker_count", "Live workers consuming the queue.", labels=["queue_name"]
+    )
+    for queue, count in overview.in_flight.items():
+        in_flight.add_metric([queue], count)
+    for queue, count in overview.consumers.items():
+        consumers.add_metric([queue], count)
+    # By the host part of `celery@host`, as celery-exporter and the task metrics: one series per pod.
+    up: dict[str, int] = {}
+    active: dict[str, int] = {}
+    for status in overview.workers:
+        _, host = nodesplit(status.hostname)
+        up[host] = max(up.get(host, 0), int(status.is_alive))
+        active[host] = active.get(host, 0) + (status.info.active if status.info is not None else 0)
+    worker_up = GaugeMetricFamily(
+        "celery_worker_up", "1 while the worker heartbeats, 0 once it stopped (listed a while).", labels=["hostname"]
+    )
+    tasks_active = GaugeMetricFamily("celery_worker_tasks_active", "Tasks the worker is running.", labels=["hostname"])
+    for host in sorted(up):
+        worker_up.add_metric([host], up[host])
+        tasks_active.add_metric([host], active[host])
+    yield from (in_flight, consumers, worker_up, tasks_active)
 
 
 web_registry = CollectorRegistry(auto_describe=False)

@@ -72,6 +72,20 @@ def ops_data(request: HttpRequest) -> JsonResponse:
             "since": since.isoformat(),
             "sources_up": snapshot.sources_up,
             "queue_lengths": snapshot.queue_lengths,
+            "in_flight": snapshot.workers.in_flight if snapshot.workers is not None else None,
+            "workers": (
+                [
+                    {
+                        "hostname": status.hostname,
+                        "alive": status.is_alive,
+                        "queues": list(status.info.queues) if status.info else [],
+                        "active": status.info.active if status.info else 0,
+                    }
+                    for status in snapshot.workers.workers
+                ]
+                if snapshot.workers is not None
+                else None
+            ),
             "dead_letters": snapshot.dead_letters,
             "orders_by_status": snapshot.orders_by_status,
             "outbox": (

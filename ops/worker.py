@@ -1,20 +1,30 @@
-"""What our Celery workers add to Celery: probe files, a metrics endpoint, and log context around every task.
+"""What our Celery workers add to Celery: the registry heartbeat and reaper, probe files, a metrics endpoint, and
+log context around every task.
 
-`install(app)` (called by proj/celery.py) adds two worker bootsteps and connects the signal handlers. Both steps
-are off unless configured (WORKER_PROBE_DIR, WORKER_METRICS_PORT), so a worker started by a test or a shell
-session neither writes probe files nor binds a port.
+`install(app)` (called by proj/celery.py) adds the worker bootsteps and connects the signal handlers. Every worker
+heartbeats to the registry and reaps dead workers' messages (jobs/registry.py); probes and metrics are off unless
+configured (WORKER_PROBE_DIR, WORKER_METRICS_PORT), so a worker started by a test or a shell session neither
+writes probe files nor binds a port.
 """
 
+import dataclasses
 import logging
 import logging.config
+import os
+import signal
+import socket
+import time
 from typing import cast
 from wsgiref.simple_server import WSGIServer
 
 from celery import Celery, bootsteps, signals
+from celery.worker import state as worker_state
 from django.conf import settings
+from kombu import Connection
 from prometheus_client import start_http_server
 
 from core.logging import bind_task_context, clear_task_context
+from jobs import broker, registry
 from ops import task_metrics
 from ops.probes import ProbeFiles
 
@@ -24,6 +34,8 @@ logger = logging.getLogger(__name__)
 _probe_files: ProbeFiles | None = None
 # Task metrics of this worker, when its metrics endpoint is on; prefork children inherit it.
 _task_metrics: task_metrics.TaskMetrics | None = None
+# The registry step of this worker process, for the SIGTERM hook.
+_registry_step: "RegistryStep | None" = None
 
 
 class ProbeStep(bootsteps.StartStopStep):
@@ -62,6 +74,106 @@ class ProbeStep(bootsteps.StartStopStep):
             self.timer_entry = None
 
     terminate = stop
+
+
+class RegistryStep(bootsteps.StartStopStep):
+    """Heartbeats to the worker registry and reaps the messages of dead workers, from the event loop's timer.
+
+    Main process only (the pool's children neither consume nor hold messages). A heartbeat or a reap that fails
+    (Redis away) is logged and tried again at the next tick: missing a few is what the TTL allows.
+    """
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker, **kwargs) -> None:
+        super().__init__(worker, **kwargs)
+        self.timer_entry = None
+        self.connection = None
+        self.worker = worker
+        self.info: registry.WorkerInfo | None = None
+
+    def start(self, worker) -> None:
+        global _registry_step
+        _registry_step = self
+        self.info = registry.WorkerInfo(
+            hostname=worker.hostname,
+            queues=self.consumed_queues(),
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=time.time(),
+        )
+        registry.set_holder(worker.hostname)
+        # A connection of its own, with the short publish timeouts (proj/celery.py): a hung Redis delays the event
+        # loop by at most BROKER_PUBLISH_TIMEOUT_SECONDS per command, never by the consumers' socket timeout.
+        self.connection = worker.app.connection_for_write()
+        self.tick()
+        self.timer_entry = worker.timer.call_repeatedly(
+            settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, self.tick, priority=5
+        )
+
+    def tick(self, *, ttl: float | None = None) -> None:
+        info = cast(registry.WorkerInfo, self.info)  # both set by start(), before the first tick
+        connection = cast(Connection, self.connection)
+        try:
+            channel = cast(broker.Channel, connection.default_channel)
+            live = dataclasses.replace(info, queues=self.consumed_queues(), active=len(worker_state.active_requests))
+            registry.heartbeat(channel.client, live, ttl=ttl or settings.WORKER_REGISTRY_TTL_SECONDS)
+            registry.reap_dead_workers(channel)
+        except Exception:
+            logger.warning("Worker registry heartbeat or reap failed; trying again in %s s",
+                           settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, exc_info=True)  # fmt: skip
+
+    def consumed_queues(self) -> tuple[str, ...]:
+        """The queues the worker consumes now (control commands can add and cancel them), else those it was given."""
+        consumer = getattr(self.worker, "consumer", None)
+        task_consumer = getattr(consumer, "task_consumer", None)
+        if task_consumer is not None:
+            return tuple(sorted(queue.name for queue in task_consumer.queues))
+        return tuple(sorted(self.worker.app.amqp.queues.consume_from or self.worker.app.amqp.queues))
+
+    def reclaim_orphans(self, consumer) -> None:
+        """The consumer (re)connected: messages recorded as held by this worker but not delivered on its new
+        channel were held on a connection it lost (or by an earlier process of the same name): put them back."""
+        connection = cast(Connection, self.connection)
+        delivered = set(consumer.task_consumer.channel.qos._delivered)
+        try:
+            registry.reclaim_orphans(
+                cast(broker.Channel, connection.default_channel), hostname=consumer.hostname, keep=delivered
+            )
+        except Exception:
+            logger.warning("Could not put back the messages held on a lost connection; the visibility timeout will",
+                           exc_info=True)  # fmt: skip
+
+    def draining(self) -> None:
+        """SIGTERM: the event loop may now be held for the whole soft shutdown (Celery sleeps through it): vouch for
+        this worker that long, so the others do not take back the tasks it is finishing."""
+        self.tick(ttl=settings.CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT + settings.WORKER_REGISTRY_TTL_SECONDS)
+
+    def stop(self, worker) -> None:
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+        if self.connection is not None and self.info is not None:
+            try:
+                registry.leave(cast(broker.Channel, self.connection.default_channel).client, self.info.hostname)
+            except Exception:
+                logger.warning("Could not leave the worker registry; the other workers will reap", exc_info=True)
+            self.connection.release()
+            self.connection = None
+        registry.set_holder(None)
+
+    terminate = stop
+
+
+class ReclaimStep(bootsteps.StartStopStep):
+    """Consumer step: once the task consumer is (re)connected, and before the event loop delivers anything on it,
+    what this worker held on a lost connection goes back to the queues (RegistryStep.reclaim_orphans)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, consumer) -> None:
+        if _registry_step is not None and consumer.task_consumer is not None:
+            _registry_step.reclaim_orphans(consumer)
 
 
 class BrokerConnectionProbeStep(bootsteps.StartStopStep):
@@ -135,6 +247,27 @@ def _use_django_logging(loglevel=None, **kwargs) -> None:
 def _on_worker_ready(**kwargs) -> None:
     if _probe_files is not None:
         _probe_files.mark_ready()
+    _withdraw_at_sigterm()
+
+
+def _withdraw_at_sigterm() -> None:
+    """On SIGTERM, before Celery's handler runs: not ready any more, and vouched for through the soft shutdown.
+
+    With REMAP_SIGTERM=SIGQUIT, Celery's handler sleeps through the soft shutdown before `worker_shutting_down`
+    is sent, so the readiness and registry hooks below would come 25 s late. Celery has installed its handlers by
+    `worker_ready`; this one wraps the main process's.
+    """
+    celery_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame) -> None:
+        if _probe_files is not None:
+            _probe_files.mark_not_ready()
+        if _registry_step is not None:
+            _registry_step.draining()
+        if callable(celery_handler):
+            celery_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def _on_worker_shutting_down(**kwargs) -> None:
@@ -173,8 +306,8 @@ def _on_task_retry(sender=None, **extra) -> None:
 
 def install(app: Celery) -> None:
     """Add the worker steps to `app` and connect the handlers (module-level functions: weak references hold)."""
-    app.steps["worker"].update({ProbeStep, MetricsStep})
-    app.steps["consumer"].add(BrokerConnectionProbeStep)
+    app.steps["worker"].update({RegistryStep, ProbeStep, MetricsStep})
+    app.steps["consumer"].update({ReclaimStep, BrokerConnectionProbeStep})
     signals.setup_logging.connect(_use_django_logging)
     signals.worker_ready.connect(_on_worker_ready)
     signals.worker_shutting_down.connect(_on_worker_shutting_down)

@@ -275,6 +275,8 @@ if EXPORT_LAMBDA_FUNCTION_NAME:
 # The broker; the rate limiter defaults to it too (its keys are prefixed).
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+# kombu's Redis transport, recording which worker holds each message it reserves (jobs/broker.py, jobs/registry.py).
+CELERY_BROKER_TRANSPORT = "jobs.broker:Transport"
 # Results live in PostgreSQL (django-celery-results), so they survive a Redis restart and show in the admin.
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "django-db")
 # Nobody waits on our tasks' return values (an order's status is its result), and storing one costs a database
@@ -426,8 +428,13 @@ PRUNE_BATCH_SIZE = env_int("PRUNE_BATCH_SIZE", 5000)
 
 # The worker's probe files (ops/probes.py); empty turns the probes off (tests, shells). In Kubernetes an emptyDir.
 WORKER_PROBE_DIR = os.environ.get("WORKER_PROBE_DIR", "")
-# How often the worker's event loop touches its heartbeat; the probe's --max-age (60 s) allows many misses.
-WORKER_HEARTBEAT_INTERVAL_SECONDS = env_float("WORKER_HEARTBEAT_INTERVAL_SECONDS", 5.0)
+# How often the worker's event loop heartbeats (the probe file, the registry) and reaps dead workers' messages.
+WORKER_HEARTBEAT_INTERVAL_SECONDS = env_float("WORKER_HEARTBEAT_INTERVAL_SECONDS", 2.0)
+# A worker unheard of for this long is dead, and its messages go back to their queues: four heartbeats missed, so a
+# busy loop or a GC pause is not death; with the interval above, a dead worker's work is back within ~10 s.
+WORKER_REGISTRY_TTL_SECONDS = env_float("WORKER_REGISTRY_TTL_SECONDS", 8.0)
+# How long a dead worker stays listed (celery_worker_up 0, for the alerts) before the registry forgets it.
+WORKER_REGISTRY_FORGET_AFTER_SECONDS = env_float("WORKER_REGISTRY_FORGET_AFTER_SECONDS", 600.0)
 # Port on which each worker serves its task metrics (ops/task_metrics.py); 0 turns it off. 9808 is celery-exporter's.
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0)
 WORKER_METRICS_ADDRESS = os.environ.get("WORKER_METRICS_ADDRESS", "0.0.0.0")  # noqa: S104 - scraped from the pod network

@@ -7,11 +7,12 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from django.db import connection, connections
 
-from jobs.routing import QUEUE_NAMES, QUEUES
+from jobs.routing import QUEUE_NAMES
 from orders.payments import SandboxGateway, get_gateway
 from proj.celery import app as celery_app
 from tests.factories import ProductFactory
 from tests.helpers import wait_for
+from tests.ops.helpers import purge_queues
 from tests.push_server import PushServer, start_push_server
 
 
@@ -37,11 +38,7 @@ def sandbox() -> SandboxGateway:
 @pytest.fixture(autouse=True)
 def empty_queues() -> None:
     """No message left over from an earlier test reaches this test's worker."""
-    with celery_app.connection_for_write() as broker:
-        channel = broker.default_channel
-        for queue in QUEUES:
-            queue.bind(channel).purge()
-        channel.client.delete("unacked", "unacked_index")
+    purge_queues()
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,9 @@
 """Real worker subprocesses on a Redis of the test's own, and the exact-once checks every fault test ends with.
 
 Each worker runs `celery -A proj worker` in a process group of its own (bench.environment.Processes), against the
-pytest test database, so a test can SIGKILL it, its pool child or its whole group, and nothing else.
+pytest test database, so a test can SIGKILL it, its pool child or its whole group, and nothing else. The workers
+run with the broker timings the service ships (visibility timeout, worker registry heartbeat and TTL): a promise
+about recovery time is proved with them; a test that shortens one says so.
 """
 
 import contextlib
@@ -20,17 +22,16 @@ import redis
 
 from analytics.models import Event
 from bench.environment import Processes, RedisServer
+from jobs import registry
 from jobs.models import DeadLetter
 from notifications.models import Notification
 from orders.models import Order, OrderEvent
 from orders.services import RequestedItem, place_order
+from proj.celery import app as celery_app
 from tests.helpers import wait_for
 from tests.ops.helpers import worker_environment
 
 QUEUES = "orders,notifications,analytics,maintenance"
-# Short broker timings for the worker subprocesses, so that redelivery happens in seconds, not minutes. The
-# visibility timeout still exceeds the longest task a fault test runs (a charge of a few seconds).
-VISIBILITY_TIMEOUT_SECONDS = 6
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Worker:
     process: object  # subprocess.Popen
     name: str
     log_path: Path
+    hostname: str
 
     @property
     def pid(self) -> int:
@@ -70,6 +72,7 @@ class FaultEnvironment:
         self.sandbox_url = sandbox_url
         self.mail_log = work_dir / "mail.log"
         self._workers = 0
+        self.workers: list[Worker] = []
 
     def worker_environment(self, **overrides: str) -> dict[str, str]:
         return worker_environment(
@@ -80,9 +83,6 @@ class FaultEnvironment:
                     # Every email is built as SMTP would and recorded as one line in a file all workers append to.
                     "EMAIL_BACKEND": "bench.mail.RecordingBackend",
                     "BENCH_MAIL_LOG": str(self.mail_log),
-                    "BROKER_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY_TIMEOUT_SECONDS),
-                    "BROKER_UNACKED_RESTORE_INTERVAL_SECONDS": "1",
-                    "BROKER_UNACKED_RESTORE_THROTTLE": "1",
                     # SIGTERM starts Celery's cold shutdown, preceded by the soft shutdown (as in production).
                     "REMAP_SIGTERM": "SIGQUIT",
                     "CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT": "3",
@@ -107,7 +107,8 @@ class FaultEnvironment:
         if include:
             command += ["--include", include]
         process = self.processes.start(command, environment=self.worker_environment(**environment), name=name)
-        worker = Worker(process=process, name=name, log_path=self.work_dir / f"{name}.log")
+        worker = Worker(process=process, name=name, log_path=self.work_dir / f"{name}.log", hostname=hostname)
+        self.workers.append(worker)
         if wait:
             wait_for(
                 lambda: "ready." in worker.log() or process.poll() is not None,
@@ -116,6 +117,22 @@ class FaultEnvironment:
             )
             assert process.poll() is None, worker.log()
         return worker
+
+    def broker_client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.broker_url)
+
+    def held_by(self, worker: Worker) -> dict[str, str]:
+        """What the registry records the worker as holding: delivery tag -> queue."""
+        held = self.broker_client().hgetall(registry.held_key(worker.hostname))
+        return {tag.decode(): queue.decode() for tag, queue in held.items()}
+
+    def logs(self) -> str:
+        """Every worker's log so far, one after the other."""
+        return "\n".join(worker.log() for worker in self.workers)
+
+    def send(self, task_name: str, **kwargs) -> None:
+        """Publish a task to the test's broker, as the outbox does (the router picks its queue)."""
+        celery_app.send_task(task_name, kwargs=kwargs)
 
     def emails_by_recipient(self) -> Counter:
         """How many emails each address was sent (bench.mail.RecordingBackend: `time size recipients` lines)."""

@@ -1,4 +1,5 @@
-"""A test-only task loaded into fault-test workers with `--include`: it kills its own process every time it runs."""
+"""Test-only tasks loaded into fault-test workers with `--include`: one kills its own process every time it runs,
+one retries once with a countdown."""
 
 import os
 import signal
@@ -16,3 +17,13 @@ def kill_own_process_task(marker: str) -> None:
     with Path(marker).open("a") as runs:
         runs.write(f"{os.getpid()}\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(name="faults.retry_once_later", bind=True)
+def retry_once_later_task(self, marker: str, countdown: float) -> None:
+    """Append `first` to `marker` and retry in `countdown` seconds (a worker holds the retry until then); append
+    `again` when the retry runs. The marker counts the runs."""
+    with Path(marker).open("a") as runs:
+        runs.write("again\n" if self.request.retries else "first\n")
+    if not self.request.retries:
+        raise self.retry(countdown=countdown, max_retries=1)

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobs import registry
 from jobs.routing import QUEUES
 from orders.models import Order, OrderEvent
 from proj.celery import app as celery_app
@@ -71,12 +72,14 @@ def worker_environment(**overrides: str) -> dict[str, str]:
 
 
 def purge_queues() -> None:
-    """What the autouse `empty_queues` fixture does, for a module-scoped worker that starts before it runs."""
+    """Empty the queues, kombu's unacknowledged messages and the worker registry of the test broker (the autouse
+    `empty_queues` fixture, and a module-scoped worker that starts before it runs)."""
     with celery_app.connection_for_write() as broker:
         channel = broker.default_channel
         for queue in QUEUES:
             queue.bind(channel).purge()
-        channel.client.delete("unacked", "unacked_index")
+        registry_keys = list(channel.client.scan_iter(match=f"{registry.KEY_PREFIX}*"))
+        channel.client.delete("unacked", "unacked_index", *registry_keys)
 
 
 class TcpProxy:
