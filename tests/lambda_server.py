@@ -9,6 +9,7 @@ signature but records the `Authorization` header, so a test can see which creden
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,8 @@ class Invocation:
     body: bytes
     # The status this request was answered with.
     status: int
+    # When it arrived (time.time()), to compare with the events' `occurred_at`.
+    received_at: float
 
     @property
     def payload(self) -> dict:
@@ -98,6 +101,7 @@ def start_lambda_server() -> tuple[LambdaServer, ThreadingHTTPServer]:
                         authorization=self.headers.get("Authorization", ""),
                         body=body,
                         status=status,
+                        received_at=time.time(),
                     )
                 )
             if error is None:

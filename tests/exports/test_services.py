@@ -10,7 +10,7 @@ from django.db import transaction
 
 from analytics.models import Event
 from exports import services
-from exports.exceptions import ExportDisabled
+from exports.exceptions import ExportDisabled, FunctionUnavailable
 from exports.services import EXPORT_TASK_NAME, ExportReport, split_into_payloads
 from exports.tasks import export_events_task
 from jobs import outbox
@@ -86,6 +86,25 @@ def test_an_event_too_large_alone_is_set_aside_and_the_rest_is_sent():
 
     assert [payload.body for payload in payloads] == [body(small, last)]
     assert [(item.event, item.size) for item in oversized] == [(large, len(body(large)))]
+
+
+def test_a_batch_retried_after_a_later_payload_failed_sends_the_earlier_ones_again(stubbed, monkeypatch):
+    # given: a batch of two payloads; Lambda queues the first and throttles the second, then queues both
+    function, stubber = stubbed
+    first, second = event(1), event(2)
+    monkeypatch.setattr(services, "get_function", lambda: replace(function, max_payload_bytes=len(body(first)) + 1))
+    stubber.add_response("invoke", {"StatusCode": 202}, {**INVOKE, "Payload": body(first)})
+    stubber.add_client_error("invoke", "TooManyRequestsException", http_status_code=429)
+    stubber.add_response("invoke", {"StatusCode": 202}, {**INVOKE, "Payload": body(first)})
+    stubber.add_response("invoke", {"StatusCode": 202}, {**INVOKE, "Payload": body(second)})
+
+    # when: the attempt and its retry
+    with pytest.raises(FunctionUnavailable):
+        services.export_events(events=[first, second])
+    report = services.export_events(events=[first, second])
+
+    # then: the first event reached the function twice (at least once, as promised; its id tells the duplicate)
+    assert report == ExportReport(invocations=2, events_sent=2, events_dead_lettered=0)
 
 
 @pytest.fixture
