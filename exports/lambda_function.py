@@ -39,7 +39,10 @@ BOTOCORE_ATTEMPTS = 1
 
 
 class EventFunction(Protocol):
-    max_payload_bytes: int
+    """What the export needs of a function's adapter: its payload limit, and an asynchronous invocation."""
+
+    @property
+    def max_payload_bytes(self) -> int: ...
 
     def invoke_async(self, *, payload: bytes) -> None: ...
 

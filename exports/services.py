@@ -9,7 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from exports.lambda_function import get_function
+from exports.lambda_function import EventFunction, get_function
 from jobs import dead_letters, outbox
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def export_events(*, events: list[dict]) -> ExportReport:
     """Send `events` to the function in as few invocations as its payload limit allows; dead-letter any event that
     alone exceeds it. A throttled or failing function raises FunctionUnavailable (retried), a refusal
     FunctionRefused (the batch is dead-lettered), as does ExportDisabled."""
-    function = get_function()
+    function: EventFunction = get_function()
     payloads, oversized = split_into_payloads(events=events, max_bytes=function.max_payload_bytes)
     for item in oversized:
         _dead_letter_oversized(item, max_bytes=function.max_payload_bytes)
