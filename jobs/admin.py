@@ -46,11 +46,31 @@ class DeadLetterAdmin(ServiceOwnedModelAdmin):
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(ServiceOwnedModelAdmin):
-    list_display = ["id", "kind", "name", "created_at", "sent_at", "publish_attempts", "short_error"]
+    list_display = [
+        "id",
+        "kind",
+        "name",
+        "created_at",
+        "sent_at",
+        "awaiting_consumers",
+        "publish_attempts",
+        "short_error",
+    ]
     list_filter = ["kind", ("sent_at", admin.EmptyFieldListFilter), "name", "created_at"]
     search_fields = ["=id", "name"]
     date_hierarchy = "created_at"
-    readonly_fields = ["id", "kind", "name", "payload", "created_at", "sent_at", "publish_attempts", "last_error"]
+    readonly_fields = [
+        "id",
+        "kind",
+        "name",
+        "payload",
+        "created_at",
+        "sent_at",
+        "awaiting_consumers",
+        "delivered_at",
+        "publish_attempts",
+        "last_error",
+    ]
     ordering = ["-created_at"]
 
     @admin.display(description="last error")

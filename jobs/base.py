@@ -68,9 +68,22 @@ class ReliableTask(Task):
 class EventConsumerTask(ReliableTask):
     """The base of a task that receives the outbox relay's batches of events (`OUTBOX_EVENT_CONSUMERS`).
 
-    Once it has stored a batch, it confirms the events, so the relay does not send them again; a batch lost in
-    Redis is sent again after OUTBOX_EVENT_REDELIVER_AFTER_SECONDS, so its body must be idempotent per event id.
+    Once it has handled a batch, it confirms the events under its own name, so the relay does not send them to it
+    again; a batch lost in Redis is sent again, to the consumers that did not confirm it only, after
+    OUTBOX_EVENT_REDELIVER_AFTER_SECONDS, so its body must be idempotent per event id. A batch that gives up is
+    dead-lettered and released: ops replay it, the relay does not send it again.
     """
 
     def on_success(self, retval, task_id, args, kwargs):
-        outbox.confirm_events(event_ids=[event["event_id"] for event in kwargs["events"]])
+        outbox.confirm_events(consumer=self.name, event_ids=event_ids(kwargs))
+
+    def give_up(self, reason: str, /, **kwargs: Any) -> None:
+        outbox.abandon_events(consumer=self.name, event_ids=event_ids(kwargs))
+
+
+def event_ids(kwargs: dict) -> list[str]:
+    """The ids of the events in a consumer's task arguments, skipping what is not an event (a malformed batch)."""
+    events = kwargs.get("events")
+    if not isinstance(events, list):
+        return []
+    return [str(event["event_id"]) for event in events if isinstance(event, dict) and "event_id" in event]

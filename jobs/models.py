@@ -1,5 +1,6 @@
 import uuid
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models.functions import Now
 
@@ -25,10 +26,17 @@ class OutboxMessage(models.Model):
     # Task keyword arguments, or the event's data: JSON primitives only.
     payload = models.JSONField(default=dict)
     created_at = models.DateTimeField(db_default=Now())
+    # When the row was published; for EVENT rows, last sent to a consumer that owed its receipt.
     sent_at = models.DateTimeField(null=True, blank=True)
-    # EVENT rows: when a consumer confirmed it stored the event (jobs.base.EventConsumerTask). A batch message can be
-    # lost after it was published (Redis restarted without its append-only file, or a worker killed between taking
-    # a message and recording it unacknowledged); the relay sends unconfirmed events again.
+    # EVENT rows: the consumers (OUTBOX_EVENT_CONSUMERS) it was sent to whose receipt has not come yet. A consumer
+    # removes itself once it has stored the event (jobs.base.EventConsumerTask), or given up on it (its dead letter
+    # keeps the event for ops). A batch message can be lost after it was published (Redis restarted without its
+    # append-only file, or a worker killed between taking a message and recording it unacknowledged): the relay
+    # sends such an event again, to these consumers only. On the row itself rather than one receipt row per
+    # consumer: sending and confirming stay one UPDATE each, as with a single receipt, and the relay's scan reads
+    # only the rows still awaited (outbox_awaited_event_idx), however large the history grows.
+    awaiting_consumers = ArrayField(models.CharField(max_length=200), default=list, blank=True)
+    # EVENT rows: when the last consumer it was sent to confirmed it (never set when one gave up on it instead).
     delivered_at = models.DateTimeField(null=True, blank=True)
     publish_attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
@@ -37,11 +45,12 @@ class OutboxMessage(models.Model):
         indexes = [
             # The relay scans only unsent rows, oldest first; sent rows stay out of the index.
             models.Index(fields=["created_at"], condition=models.Q(sent_at__isnull=True), name="outbox_unsent_idx"),
-            # Events sent and not confirmed yet: a handful at any time, scanned by the relay for lost batches.
+            # Events sent and still awaited by a consumer: a handful at any time (the batches in flight, any lost
+            # ones), scanned by the relay every OUTBOX_RELAY_INTERVAL_SECONDS for batches lost in Redis.
             models.Index(
                 fields=["sent_at"],
-                condition=models.Q(kind="event", sent_at__isnull=False, delivered_at__isnull=True),
-                name="outbox_unconfirmed_event_idx",
+                condition=models.Q(kind="event", sent_at__isnull=False) & ~models.Q(awaiting_consumers=[]),
+                name="outbox_awaited_event_idx",
             ),
         ]
 

@@ -9,6 +9,7 @@ therefore be published twice, which is harmless because every task is idempotent
 """
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -16,7 +17,7 @@ from functools import partial
 from celery import Task, current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Case, F, Func, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -112,39 +113,100 @@ def _relay_tasks(batch_size: int) -> tuple[int, int]:
 
 @transaction.atomic
 def _relay_events(batch_size: int) -> int:
-    # Events never sent first; then events sent long ago that no consumer confirmed: their batch was lost in Redis.
+    # Events never sent first, to every consumer; then events sent long ago that a consumer never confirmed (their
+    # batch was lost in Redis), to the consumers that still owe their receipt only.
+    consumers = list(settings.OUTBOX_EVENT_CONSUMERS)
     candidates = OutboxMessage.objects.select_for_update(skip_locked=True).filter(kind=OutboxMessage.Kind.EVENT)
     messages = list(candidates.filter(sent_at__isnull=True).order_by("created_at")[:batch_size])
     if len(messages) < batch_size:
         unconfirmed_before = timezone.now() - timedelta(seconds=settings.OUTBOX_EVENT_REDELIVER_AFTER_SECONDS)
-        lost = candidates.filter(delivered_at__isnull=True, sent_at__lt=unconfirmed_before).order_by("sent_at")
+        # The same predicate as outbox_awaited_event_idx, so the scan reads only the rows still awaited.
+        lost = candidates.filter(sent_at__lt=unconfirmed_before).exclude(awaiting_consumers=[]).order_by("sent_at")
         messages += lost[: batch_size - len(messages)]
     if not messages:
         return 0
-    resent = sum(message.sent_at is not None for message in messages)
-    if resent:
-        logger.warning("Relay sends %d events again: no consumer confirmed them", resent)
-    events = [
-        {
-            "event_id": str(message.id),
-            "type": message.name,
-            "occurred_at": message.created_at.isoformat(),
-            "data": message.payload,
-        }
+    # A consumer no longer configured (the export turned off) gets nothing, and its missing receipts hold nothing.
+    recipients = {
+        message.pk: tuple(
+            consumer for consumer in consumers if message.sent_at is None or consumer in message.awaiting_consumers
+        )
         for message in messages
-    ]
+    }
+    events = {message.pk: _event(message) for message in messages}
+    batches = {
+        consumer: [events[message.pk] for message in messages if consumer in recipients[message.pk]]
+        for consumer in consumers
+    }
+    for consumer in consumers:
+        resent = sum(message.sent_at is not None for message in messages if consumer in recipients[message.pk])
+        if resent:
+            logger.warning("Relay sends %d events again to %s: it did not confirm them", resent, consumer)
     try:
-        for consumer in settings.OUTBOX_EVENT_CONSUMERS:
-            current_app.send_task(consumer, kwargs={"events": events})
-    except Exception as error:  # noqa: BLE001 - the broker is down: the events stay unsent for the next run
-        logger.warning("Relay could not publish %d events: %r", len(events), error)
+        for consumer, batch in batches.items():
+            if batch:
+                current_app.send_task(consumer, kwargs={"events": batch})
+    except Exception as error:  # noqa: BLE001 - the broker is down: the events stay as they were for the next run
+        logger.warning("Relay could not publish %d events: %r", len(messages), error)
         return 0
-    OutboxMessage.objects.filter(pk__in=[message.pk for message in messages]).update(
-        sent_at=Now(), publish_attempts=F("publish_attempts") + 1
+    # One UPDATE per set of recipients (a few at most): each row now awaits the consumers it was just sent to.
+    by_recipients: dict[tuple[str, ...], list] = {}
+    for message in messages:
+        by_recipients.setdefault(recipients[message.pk], []).append(message.pk)
+    sent = 0
+    for awaited, pks in by_recipients.items():
+        rows = OutboxMessage.objects.filter(pk__in=pks)
+        if awaited or not consumers:
+            sent += rows.update(
+                sent_at=Now(), publish_attempts=F("publish_attempts") + 1, awaiting_consumers=list(awaited)
+            )
+        else:
+            # Awaited only by consumers that are gone: nothing to send, nobody to wait for.
+            rows.update(awaiting_consumers=[])
+    return sent
+
+
+def _event(message: OutboxMessage) -> dict:
+    """An event as its consumers receive it; `event_id` (the outbox id) lets each drop a duplicate."""
+    return {
+        "event_id": str(message.id),
+        "type": message.name,
+        "occurred_at": message.created_at.isoformat(),
+        "data": message.payload,
+    }
+
+
+def confirm_events(*, consumer: str, event_ids: list[str]) -> int:
+    """Record `consumer`'s receipt for these events: the relay never sends them to it again; return how many."""
+    return _release(consumer=consumer, event_ids=event_ids, is_delivered=True)
+
+
+def abandon_events(*, consumer: str, event_ids: list[str]) -> int:
+    """Record that `consumer` gave up on these events (its dead letter keeps them for ops): none is sent to it
+    again by the relay, only by a replay. Return how many."""
+    return _release(consumer=consumer, event_ids=event_ids, is_delivered=False)
+
+
+def _release(*, consumer: str, event_ids: list[str], is_delivered: bool) -> int:
+    # One UPDATE, as with a single receipt. A row locked by a relay that is sending it is waited for, then updated
+    # as the relay left it: the receipt is never lost to a relay that runs at the same moment.
+    ids = [event_id for event_id in event_ids if _is_uuid(event_id)]
+    remaining = Func(
+        F("awaiting_consumers"),
+        Value(consumer),
+        function="array_remove",
+        output_field=OutboxMessage._meta.get_field("awaiting_consumers"),
     )
-    return len(messages)
+    changes: dict = {"awaiting_consumers": remaining}
+    if is_delivered:
+        # Delivered to all once the last consumer awaited confirms it.
+        changes["delivered_at"] = Case(When(awaiting_consumers=[consumer], then=Now()), default=F("delivered_at"))
+    return OutboxMessage.objects.filter(pk__in=ids, awaiting_consumers__contains=[consumer]).update(**changes)
 
 
-def confirm_events(*, event_ids: list[str]) -> int:
-    """Record that a consumer stored these events, so the relay never sends them again; return how many."""
-    return OutboxMessage.objects.filter(pk__in=event_ids, delivered_at__isnull=True).update(delivered_at=Now())
+def _is_uuid(value: object) -> bool:
+    # A malformed batch (it fails its task) is dead-lettered: its ids must not fail the recording of that too.
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True

@@ -10,6 +10,9 @@ QUEUE_BY_APP = {
     "orders": "orders",
     "notifications": "notifications",
     "analytics": "analytics",
+    # The outbox's other consumer of events: batches handed to a function over the network, on the same I/O-bound
+    # pool as analytics' batches (deploy/k8s/base/worker-io.yaml), which every worker command already consumes.
+    "exports": "analytics",
     # The outbox relay and housekeeping: kept apart so a backlog of orders never delays the relay.
     "jobs": "maintenance",
 }

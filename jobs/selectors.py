@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from celery import current_app
+from django.conf import settings
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
@@ -24,6 +25,14 @@ BROKER_READ_TIMEOUT_SECONDS = 2.0
 class OutboxBacklog:
     unsent: int
     # Seconds since the oldest unsent row was committed; 0 when nothing waits.
+    oldest_age_seconds: float
+
+
+@dataclass(frozen=True)
+class ConsumerBacklog:
+    # Events the consumer has not confirmed: not sent yet, or sent and awaiting its receipt.
+    unconfirmed: int
+    # Seconds since the oldest of them was committed; 0 when none waits.
     oldest_age_seconds: float
 
 
@@ -101,6 +110,27 @@ def get_outbox_backlog() -> dict[str, OutboxBacklog]:
     backlog = {kind: OutboxBacklog(unsent=0, oldest_age_seconds=0.0) for kind in OutboxMessage.Kind.values}
     for kind, unsent, oldest in rows:
         backlog[kind] = OutboxBacklog(unsent=unsent, oldest_age_seconds=max((now - oldest).total_seconds(), 0.0))
+    return backlog
+
+
+def get_event_backlog_by_consumer() -> dict[str, ConsumerBacklog]:
+    """Events each consumer of OUTBOX_EVENT_CONSUMERS has not confirmed, and the oldest one's age; all present.
+
+    Reads the outbox's two partial indexes (rows not sent, events still awaited), never its sent history.
+    """
+    events = OutboxMessage.objects.filter(kind=OutboxMessage.Kind.EVENT)
+    unsent = events.filter(sent_at__isnull=True).aggregate(count=Count("pk"), oldest=Min("created_at"))
+    awaited = events.filter(sent_at__isnull=False).exclude(awaiting_consumers=[])
+    now = timezone.now()
+    backlog = {}
+    for consumer in settings.OUTBOX_EVENT_CONSUMERS:
+        mine = awaited.filter(awaiting_consumers__contains=[consumer]).aggregate(
+            count=Count("pk"), oldest=Min("created_at")
+        )
+        oldest = min((moment for moment in (unsent["oldest"], mine["oldest"]) if moment is not None), default=now)
+        backlog[consumer] = ConsumerBacklog(
+            unconfirmed=unsent["count"] + mine["count"], oldest_age_seconds=max((now - oldest).total_seconds(), 0.0)
+        )
     return backlog
 
 

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from jobs import selectors as job_selectors
-from jobs.selectors import OutboxBacklog, WorkerOverview
+from jobs.selectors import ConsumerBacklog, OutboxBacklog, WorkerOverview
 from orders import selectors as order_selectors
 from orders.selectors import LatencyHistogram
 
@@ -41,6 +41,8 @@ class PipelineSnapshot:
     dead_letters: dict[str, int] | None
     orders_by_status: dict[str, int] | None
     order_latency: dict[str, LatencyHistogram] | None
+    # Events each outbox consumer (analytics, the export) has not confirmed yet.
+    event_consumers: dict[str, ConsumerBacklog] | None
 
     @property
     def sources_up(self) -> dict[str, bool]:
@@ -61,14 +63,16 @@ def read_pipeline_snapshot() -> PipelineSnapshot:
     dead_letters: dict[str, int] | None
     orders_by_status: dict[str, int] | None
     order_latency: dict[str, LatencyHistogram] | None
+    event_consumers: dict[str, ConsumerBacklog] | None
     try:
         outbox = job_selectors.get_outbox_backlog()
+        event_consumers = job_selectors.get_event_backlog_by_consumer()
         dead_letters = job_selectors.count_dead_letters()
         orders_by_status = order_selectors.count_orders_by_status()
         order_latency = order_selectors.get_placement_to_final_latency(bounds=ORDER_LATENCY_BUCKETS)
     except Exception:  # any database failure: report the database down, serve the rest
         logger.warning("Metrics could not read the database.", exc_info=True)
-        outbox = dead_letters = orders_by_status = order_latency = None
+        outbox = dead_letters = orders_by_status = order_latency = event_consumers = None
     return PipelineSnapshot(
         queue_lengths=queue_lengths,
         workers=workers,
@@ -76,6 +80,7 @@ def read_pipeline_snapshot() -> PipelineSnapshot:
         dead_letters=dead_letters,
         orders_by_status=orders_by_status,
         order_latency=order_latency,
+        event_consumers=event_consumers,
     )
 
 
@@ -120,6 +125,23 @@ class PipelineCollector(Collector):
                 oldest.add_metric([kind], backlog.oldest_age_seconds)
             yield unsent
             yield oldest
+
+        if snapshot.event_consumers is not None:
+            unconfirmed = GaugeMetricFamily(
+                "shop_outbox_unconfirmed_events",
+                "Events a consumer has not confirmed: not sent yet, or sent and awaiting its receipt.",
+                labels=["consumer"],
+            )
+            oldest_unconfirmed = GaugeMetricFamily(
+                "shop_outbox_oldest_unconfirmed_event_age_seconds",
+                "Age of the oldest event a consumer has not confirmed; 0 when none waits.",
+                labels=["consumer"],
+            )
+            for consumer, consumer_backlog in snapshot.event_consumers.items():
+                unconfirmed.add_metric([consumer], consumer_backlog.unconfirmed)
+                oldest_unconfirmed.add_metric([consumer], consumer_backlog.oldest_age_seconds)
+            yield unconfirmed
+            yield oldest_unconfirmed
 
         if snapshot.dead_letters is not None:
             dead_letters = GaugeMetricFamily(

@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     # Before staticfiles: runserver leaves static files to WhiteNoise, as in production.
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # PostgreSQL's own fields and operations: the outbox's awaited consumers are an array (jobs/models.py).
+    "django.contrib.postgres",
     "django_celery_results",
     "django_celery_beat",
     # django-ninja serves its API docs (Swagger UI) from its own static files when it is an installed app.
@@ -67,6 +69,7 @@ INSTALLED_APPS = [
     "orders",
     "notifications",
     "analytics",
+    "exports",
     "ops",
 ]
 
@@ -240,12 +243,33 @@ OUTBOX_RELAY_AFTER_SECONDS = env_int("OUTBOX_RELAY_AFTER_SECONDS", 10)
 OUTBOX_RELAY_INTERVAL_SECONDS = env_float("OUTBOX_RELAY_INTERVAL_SECONDS", 2.0)
 # Rows per relay transaction: one batch message of events stays well under a megabyte.
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
-# The tasks that receive batches of events and confirm them once stored (jobs.base.EventConsumerTask). One
-# confirmation stands for every consumer: a second consumer needs receipts of its own first.
+# The tasks that receive batches of events, each confirming them under its own name once handled
+# (jobs.base.EventConsumerTask). The export joins them by itself when it has a function (below), and only then.
 OUTBOX_EVENT_CONSUMERS = env_list("OUTBOX_EVENT_CONSUMERS", "analytics.track_events")
 # Events sent this long ago that no consumer confirmed were lost with their batch: sent again (the reconcilers'
 # threshold above, for the same reason).
 OUTBOX_EVENT_REDELIVER_AFTER_SECONDS = env_int("OUTBOX_EVENT_REDELIVER_AFTER_SECONDS", 8 * 60)
+
+# --- Export of events to a serverless function (exports/, README "Order events to a serverless function") -------
+
+# The AWS Lambda function that receives the batches (invoked asynchronously): a name, a name:alias or an ARN. Empty
+# turns the export off: it is then no consumer of the outbox, so it receives nothing and holds nothing back.
+# Credentials come from AWS's usual chain (environment, ~/.aws, the pod's or instance's role), never from here.
+EXPORT_LAMBDA_FUNCTION_NAME = os.environ.get("EXPORT_LAMBDA_FUNCTION_NAME", "")
+# The function's region; empty leaves it to the same chain (AWS_DEFAULT_REGION, ~/.aws/config; `manage.py check` fails
+# when neither knows one).
+EXPORT_LAMBDA_REGION = os.environ.get("EXPORT_LAMBDA_REGION", "")
+# Lambda takes at most 1 MB in an asynchronous invocation: each Invoke body (the JSON we send) stays at or below
+# this many bytes, 1,000,000, under the limit however a megabyte is counted.
+EXPORT_MAX_PAYLOAD_BYTES = env_int("EXPORT_MAX_PAYLOAD_BYTES", 1_000_000)
+# An asynchronous Invoke only queues the event, so Lambda answers in milliseconds: a longer wait is a network
+# fault, retried as one. Well below CELERY_TASK_SOFT_TIME_LIMIT, for a batch that needs several invocations.
+EXPORT_CONNECT_TIMEOUT_SECONDS = env_float("EXPORT_CONNECT_TIMEOUT_SECONDS", 2.0)
+EXPORT_READ_TIMEOUT_SECONDS = env_float("EXPORT_READ_TIMEOUT_SECONDS", 10.0)
+# The export's task is a consumer of the outbox's events exactly when it has a function to send them to.
+OUTBOX_EVENT_CONSUMERS = [consumer for consumer in OUTBOX_EVENT_CONSUMERS if consumer != "exports.export_events"]
+if EXPORT_LAMBDA_FUNCTION_NAME:
+    OUTBOX_EVENT_CONSUMERS.append("exports.export_events")
 
 # --- Celery --------------------------------------------------------------------------------------------------------
 # Read by proj/celery.py through config_from_object(namespace="CELERY"); the settings without that prefix are ours.

@@ -13,7 +13,7 @@ from jobs.routing import QUEUE_NAMES, route_task
 from orders import tasks as order_tasks
 from proj.celery import app
 
-OUR_APPS = ("orders", "notifications", "analytics", "jobs")
+OUR_APPS = ("orders", "notifications", "analytics", "exports", "jobs")
 
 
 def our_tasks() -> dict:
@@ -70,6 +70,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
 
     assert sorted(tasks) == [
         "analytics.track_events",
+        "exports.export_events",
         "jobs.prune_history",
         "jobs.relay_outbox",
         "notifications.send_notification",
@@ -84,6 +85,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
     assert route_task("orders.process_order", (), {}, {})["queue"] == "orders"
     assert route_task("notifications.send_notification", (), {}, {})["queue"] == "notifications"
     assert route_task("analytics.track_events", (), {}, {})["queue"] == "analytics"
+    assert route_task("exports.export_events", (), {}, {})["queue"] == "analytics"
     assert route_task("jobs.relay_outbox", (), {}, {})["queue"] == "maintenance"
     assert route_task("jobs.prune_history", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.reconcile_stuck_orders", (), {}, {})["queue"] == "maintenance"
@@ -174,7 +176,10 @@ RECOVERY_SETTINGS = (
 )
 
 
-@pytest.mark.parametrize("name", ["orders.process_order", "notifications.send_notification", "analytics.track_events"])
+@pytest.mark.parametrize(
+    "name",
+    ["orders.process_order", "notifications.send_notification", "analytics.track_events", "exports.export_events"],
+)
 def test_pipeline_tasks_retry_transient_errors_with_backoff_and_jitter(name):
     task = our_tasks()[name]
 

@@ -124,3 +124,32 @@ def test_an_unreachable_broker_drops_the_queue_metric_and_says_so(client, pipeli
     assert samples[("shop_metrics_source_up", (("source", "redis"),))] == 0
     assert not [name for name, _labels in samples if name == "celery_queue_length"]
     assert samples[("shop_orders", (("status", "pending"),))] == 2
+
+
+def test_metrics_report_the_events_each_consumer_has_not_confirmed(
+    client, settings, django_capture_on_commit_callbacks
+):
+    # given: analytics and the export; two events sent to both, one confirmed by analytics only, one not sent yet
+    settings.OUTBOX_EVENT_CONSUMERS = ["analytics.track_events", "exports.export_events"]
+    with django_capture_on_commit_callbacks(execute=False), transaction.atomic():
+        first, second = outbox.publish_on_commit(
+            outbox.event_message("order_placed", order_id="c"), outbox.event_message("order_completed", order_id="c")
+        )
+    outbox.relay_outbox()
+    outbox.confirm_events(consumer="analytics.track_events", event_ids=[str(first.id), str(second.id)])
+    OutboxMessage.objects.update(created_at=timezone.now() - timedelta(minutes=10))
+    with django_capture_on_commit_callbacks(execute=False), transaction.atomic():
+        outbox.publish_on_commit(outbox.event_message("order_failed", order_id="d"))
+
+    response = client.get("/metrics")
+
+    samples = parse_metrics(response.content.decode())
+    unconfirmed = {dict(labels)["consumer"]: value for (name, labels), value in samples.items()
+                   if name == "shop_outbox_unconfirmed_events"}  # fmt: skip
+    assert unconfirmed == {"analytics.track_events": 1, "exports.export_events": 3}
+    oldest = {dict(labels)["consumer"]: value for (name, labels), value in samples.items()
+              if name == "shop_outbox_oldest_unconfirmed_event_age_seconds"}  # fmt: skip
+    assert oldest["analytics.track_events"] < 60
+    assert 600 <= oldest["exports.export_events"] < 660
+    result = check_with_promtool(response.content.decode())
+    assert (result.returncode, result.stdout, result.stderr) == (3, "", PROMTOOL_ACCEPTED_LINT)
