@@ -30,6 +30,16 @@ logger = logging.getLogger(__name__)
 THUMBNAIL_GAVE_UP = "gave_up"
 # A thumbnail task found its image's file gone while the image was still current (storage lost it).
 IMAGE_MISSING = "image_missing"
+# What a new image resets and a thumbnail task's outcome writes.
+THUMBNAIL_FIELDS = [
+    "thumbnail",
+    "thumbnail_status",
+    "thumbnail_width",
+    "thumbnail_height",
+    "thumbnail_error_code",
+    "thumbnail_error_reason",
+    "thumbnail_finished_at",
+]
 
 
 @transaction.atomic
@@ -65,7 +75,7 @@ def check_product_image(*, image: File) -> sandbox.ImageHeader:
     """Refuse an upload the sandbox would refuse before decoding (too many bytes, not a PNG or JPEG, too many pixels
     declared), with the sandbox's own reason; the heavy pool checks again with its own settings."""
     try:
-        if image.size > settings.THUMBNAIL_MAX_INPUT_BYTES:
+        if image.size > settings.THUMBNAIL_MAX_INPUT_BYTES:  # before reading it all
             raise sandbox.ImageTooLarge(
                 f"{image.size:,} bytes, more than the {settings.THUMBNAIL_MAX_INPUT_BYTES:,} accepted"
             )
@@ -115,17 +125,6 @@ def set_product_image(*, product_id: int, image: File | None) -> Product:
     if replaced:
         transaction.on_commit(partial(_delete_files, replaced))
     return product
-
-
-THUMBNAIL_FIELDS = [
-    "thumbnail",
-    "thumbnail_status",
-    "thumbnail_width",
-    "thumbnail_height",
-    "thumbnail_error_code",
-    "thumbnail_error_reason",
-    "thumbnail_finished_at",
-]
 
 
 def make_thumbnail_png(*, image: bytes) -> sandbox.Thumbnail:

@@ -304,6 +304,21 @@ def test_replacing_or_removing_an_image_deletes_the_old_files_after_commit(
     assert [arguments["image_version"] for arguments, _ in thumbnail_messages()] == [1, 2]
 
 
+def test_an_image_file_lost_from_storage_is_recorded_as_missing(media_root):
+    product = with_image()
+    (media_root / "products/images/mug.jpg").unlink()
+
+    result = make_thumbnail_task(product_id=product.pk, image_version=1)
+
+    product.refresh_from_db()
+    assert result == "failed"
+    assert (product.thumbnail_status, product.thumbnail_error_code, product.thumbnail_error_reason) == (
+        Status.FAILED,
+        "image_missing",
+        "the image file products/images/mug.jpg is missing from storage",
+    )
+
+
 def test_giving_up_records_the_reason_on_the_product_unless_the_image_changed(media_root):
     product = with_image()
 
