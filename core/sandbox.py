@@ -18,6 +18,8 @@ from pathlib import Path
 
 import wasmtime
 
+from core.errors import ApplicationError
+
 MODULE_PATH = Path(__file__).resolve().parent.parent / "var" / "wasm" / "thumbnail.wasm"
 """Where bin/build-wasm puts the module (a build output, git-ignored)."""
 
@@ -38,7 +40,8 @@ MAX_INPUT_BYTES = 32 * MIB
 A larger PNG photo is refused (product photos should be JPEG)."""
 MEMORY_LIMIT_BYTES = 256 * MIB
 """A JPEG at the pixel limit peaks at ~190 MiB of linear memory; a heavy-pool process runs one call at a time,
-so this bounds what one image can take from the node. A 16-bit RGBA PNG at the pixel limit needs more: refused."""
+so this bounds what one image can take from the node. The worst case at the pixel limit, a 16-bit RGBA PNG of
+5000x5000, peaks at 216 MiB (measured): under the limit too, so with these defaults the pixel limit refuses first."""
 FUEL_LIMIT = 50_000_000_000
 """Twice the measured cost of an image at the pixel limit (25e9); a runaway module stops after ~2.5 s of CPU. Fuel
 counts instructions, so unlike the deadline it does not depend on how busy the node is."""
@@ -70,10 +73,14 @@ MODULE_ERROR_LIMITS = 3
 MODULE_ERROR_ENCODE = 4
 
 
-class SandboxError(Exception):
-    """A thumbnail refused or stopped; `reason` is one line saying why, `code` a stable name for it."""
+class SandboxError(ApplicationError):
+    """A thumbnail refused or stopped; `reason` is one line saying why, `code` a stable name for it.
+
+    A property of the image (or of a hostile module), so final: 422, never retried.
+    """
 
     code = "sandbox_error"
+    status = 422
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

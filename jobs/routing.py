@@ -1,6 +1,7 @@
 """Where every task goes: the queues and the router, in one place, beside the outbox that publishes.
 
-Tasks are named `<app>.<verb>`; the app decides the queue, and a few housekeeping tasks have a queue of their own.
+Tasks are named `<app>.<verb>`; the app decides the queue, and a few tasks have a queue of their own (housekeeping on
+`maintenance`, CPU-heavy work on `heavy`).
 No task passes `queue=` by hand: Celery asks `route_task` for every message it publishes (CELERY_TASK_ROUTES).
 """
 
@@ -21,8 +22,13 @@ QUEUE_BY_TASK = {
     "orders.reconcile_stuck_orders": "maintenance",
     "orders.reconcile_notifications": "maintenance",
     "orders.prune_idempotency_keys": "maintenance",
+    # CPU-heavy work on a pool of its own (one process per core, nodes of its own in Kubernetes): a product image
+    # being thumbnailed in the WebAssembly sandbox never delays an order.
+    "orders.make_thumbnail": "heavy",
 }
-QUEUES = tuple(Queue(name, routing_key=name) for name in dict.fromkeys(QUEUE_BY_APP.values()))
+QUEUES = tuple(
+    Queue(name, routing_key=name) for name in dict.fromkeys([*QUEUE_BY_APP.values(), *QUEUE_BY_TASK.values()])
+)
 QUEUE_NAMES = tuple(queue.name for queue in QUEUES)
 
 

@@ -1,5 +1,5 @@
-"""What our Celery workers add to Celery: the registry heartbeat and reaper, probe files, a metrics endpoint, and
-log context around every task.
+"""What our Celery workers add to Celery: the registry heartbeat and reaper, probe files, a metrics endpoint, log
+context around every task, and the thumbnail sandbox compiled in each pool process of the heavy pool.
 
 `install(app)` (called by proj/celery.py) adds the worker bootsteps and connects the signal handlers. Every worker
 heartbeats to the registry and reaps dead workers' messages (jobs/registry.py); probes and metrics are off unless
@@ -17,18 +17,21 @@ import time
 from typing import cast
 from wsgiref.simple_server import WSGIServer
 
-from celery import Celery, bootsteps, signals
+from celery import Celery, bootsteps, current_app, signals
 from celery.worker import state as worker_state
 from django.conf import settings
 from kombu import Connection
 from prometheus_client import start_http_server
 
 from core.logging import bind_task_context, clear_task_context
-from jobs import broker, registry
+from jobs import broker, registry, routing
 from ops import task_metrics
 from ops.probes import ProbeFiles
 
 logger = logging.getLogger(__name__)
+
+# The queue of the thumbnail task: a worker that consumes it compiles the sandbox in each pool process at start.
+THUMBNAIL_QUEUE = routing.QUEUE_BY_TASK["orders.make_thumbnail"]
 
 # The probe files of this worker process, when probes are on (set by ProbeStep, read by the signal handlers).
 _probe_files: ProbeFiles | None = None
@@ -281,6 +284,28 @@ def _on_worker_shutdown(**kwargs) -> None:
         _probe_files.clear()
 
 
+def _prepare_thumbnail_sandbox(**kwargs) -> None:
+    """In each prefork pool process (worker_process_init: after the fork, never in the parent) of a worker that
+    consumes the heavy queue: compile the sandbox's engine and module now, so the first image does not pay for it.
+
+    Compiling before the fork would deadlock the children (core/sandbox.py). A missing module is logged, not
+    raised: the process stays up, and each thumbnail task fails with the same message and is dead-lettered.
+    """
+    if THUMBNAIL_QUEUE not in current_app.amqp.queues.consume_from:
+        return
+    # Imported here: the apps are loaded by now, not when proj/celery.py imports this module.
+    from core.sandbox import SandboxUnavailable
+    from orders.catalog import prepare_thumbnail_sandbox
+
+    started = time.monotonic()
+    try:
+        prepare_thumbnail_sandbox()
+    except SandboxUnavailable as error:
+        logger.error("Thumbnail sandbox unavailable in pool process %d: %s", os.getpid(), error)
+        return
+    logger.info("Thumbnail sandbox ready in pool process %d (%.2f s)", os.getpid(), time.monotonic() - started)
+
+
 def _on_task_prerun(task_id=None, task=None, kwargs=None, **extra) -> None:
     order_id = (kwargs or {}).get("order_id")
     bind_task_context(task_id=task_id, task_name=task.name, order_id=str(order_id) if order_id else None)
@@ -312,6 +337,7 @@ def install(app: Celery) -> None:
     signals.worker_ready.connect(_on_worker_ready)
     signals.worker_shutting_down.connect(_on_worker_shutting_down)
     signals.worker_shutdown.connect(_on_worker_shutdown)
+    signals.worker_process_init.connect(_prepare_thumbnail_sandbox)
     signals.task_prerun.connect(_on_task_prerun)
     signals.task_postrun.connect(_on_task_postrun)
     signals.task_failure.connect(_on_task_failure)

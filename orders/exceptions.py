@@ -11,6 +11,16 @@ class UnknownProduct(InvalidInput):
     code = "unknown_product"
 
 
+class ProductNotFound(NotFound):
+    code = "product_not_found"
+
+
+class InvalidProductImage(InvalidInput):
+    """An upload that is no image the thumbnail sandbox would take (format, bytes, declared pixels)."""
+
+    code = "invalid_product_image"
+
+
 class OrderNotCancellable(Conflict):
     code = "order_not_cancellable"
 

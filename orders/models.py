@@ -9,13 +9,46 @@ type OrderId = uuid.UUID | str
 PAYMENT_TOKEN_MAX_LENGTH = 64
 
 
+# Storage paths (under MEDIA_ROOT) of product images as uploaded, and of the thumbnails the heavy pool makes.
+PRODUCT_IMAGE_DIRECTORY = "products/images"
+PRODUCT_THUMBNAIL_DIRECTORY = "products/thumbnails"
+# Room for the directory, a client's file name (Django keeps its last 100 characters at most) and a storage suffix.
+STORED_FILE_NAME_MAX_LENGTH = 255
+
+
+class ThumbnailStatus(models.TextChoices):
+    NONE = "none"  # no image
+    PENDING = "pending"  # an image waits for its thumbnail
+    READY = "ready"
+    FAILED = "failed"  # the sandbox refused or stopped it, or the task gave up: code and reason say why
+
+
 class Product(models.Model):
+    ThumbnailStatus = ThumbnailStatus
+
     sku = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     price = models.DecimalField(max_digits=10, decimal_places=2)
     currency = models.CharField(max_length=3)
     # Units on hand. Reserved (decremented) when an order starts processing, released if it then fails.
     stock = models.IntegerField(default=0)
+    # The picture as uploaded (PNG or JPEG); written only by orders.catalog.set_product_image.
+    image = models.FileField(upload_to=PRODUCT_IMAGE_DIRECTORY, blank=True, max_length=STORED_FILE_NAME_MAX_LENGTH)
+    # Counts every change of the image. A thumbnail task carries the version it was scheduled for and writes nothing
+    # once the image has moved on, so a late task never puts an old picture's thumbnail on a newer image.
+    image_version = models.PositiveIntegerField(default=0)
+    # A PNG that fits 300x300, made from `image` in the WebAssembly sandbox (orders.catalog.make_product_thumbnail).
+    thumbnail = models.FileField(
+        upload_to=PRODUCT_THUMBNAIL_DIRECTORY, blank=True, editable=False, max_length=STORED_FILE_NAME_MAX_LENGTH
+    )
+    thumbnail_status = models.CharField(max_length=16, choices=ThumbnailStatus.choices, default=ThumbnailStatus.NONE)
+    thumbnail_width = models.PositiveSmallIntegerField(null=True, blank=True)
+    thumbnail_height = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Why there is no thumbnail: the sandbox's code (`image_too_large`, `memory_exhausted`, ...) and its one line.
+    thumbnail_error_code = models.CharField(max_length=32, blank=True)
+    thumbnail_error_reason = models.TextField(blank=True)
+    # When the current image's thumbnail was made, or its failure recorded.
+    thumbnail_finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["sku"]
@@ -23,10 +56,34 @@ class Product(models.Model):
             # The last line of defence against overselling: no code path can push stock below zero.
             models.CheckConstraint(condition=models.Q(stock__gte=0), name="product_stock_not_negative"),
             models.CheckConstraint(condition=models.Q(price__gte=0), name="product_price_not_negative"),
+            models.CheckConstraint(
+                condition=models.Q(thumbnail_status__in=ThumbnailStatus.values), name="product_thumbnail_status_valid"
+            ),
+            # A product has thumbnail work exactly when it has an image.
+            models.CheckConstraint(
+                condition=models.Q(image="", thumbnail_status=ThumbnailStatus.NONE)
+                | (~models.Q(image="") & ~models.Q(thumbnail_status=ThumbnailStatus.NONE)),
+                name="product_thumbnail_status_follows_image",
+            ),
+            # The storefront shows a ready thumbnail without looking further: it has its file and its size.
+            models.CheckConstraint(
+                condition=~models.Q(thumbnail_status=ThumbnailStatus.READY)
+                | (~models.Q(thumbnail="") & models.Q(thumbnail_width__isnull=False, thumbnail_height__isnull=False)),
+                name="product_ready_thumbnail_has_its_file",
+            ),
+            # A failure always says why.
+            models.CheckConstraint(
+                condition=~models.Q(thumbnail_status=ThumbnailStatus.FAILED) | ~models.Q(thumbnail_error_code=""),
+                name="product_failed_thumbnail_has_a_code",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"
+
+    @property
+    def has_thumbnail(self) -> bool:
+        return self.thumbnail_status == ThumbnailStatus.READY
 
 
 # Status enums are module-level and attached to their model (`Order.Status`): Meta's constraints need them, and

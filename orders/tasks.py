@@ -3,7 +3,7 @@ from typing import Any
 from celery import shared_task
 
 from jobs.base import ReliableTask
-from orders import idempotency, reconciliation, services
+from orders import catalog, idempotency, reconciliation, services
 from orders.exceptions import OrderNotFound
 
 # An order committed a moment ago can be invisible to a worker for a moment (a lagging replica, a message published
@@ -29,6 +29,23 @@ def process_order_task(self, order_id: str) -> str | None:
             exc=error, countdown=ORDER_NOT_VISIBLE_RETRY_SECONDS, max_retries=ORDER_NOT_VISIBLE_MAX_RETRIES
         ) from error
     return order.status if order else None
+
+
+class MakeThumbnailTask(ReliableTask):
+    def give_up(self, reason: str, /, **kwargs: Any) -> None:
+        catalog.record_thumbnail_failure(
+            product_id=kwargs["product_id"],
+            image_version=kwargs["image_version"],
+            code=catalog.THUMBNAIL_GAVE_UP,
+            reason=reason,
+        )
+
+
+# On the heavy queue (jobs/routing.py): CPU-bound work in the WebAssembly sandbox, on a pool of its own. What the
+# sandbox refuses or stops is recorded on the product, never retried; transient errors (the database) retry.
+@shared_task(name="orders.make_thumbnail", base=MakeThumbnailTask)
+def make_thumbnail_task(product_id: int, image_version: int) -> str | None:
+    return catalog.make_product_thumbnail(product_id=product_id, image_version=image_version)
 
 
 # Runs on the maintenance queue (jobs/routing.py), so a backlog of orders cannot delay it. Like every housekeeping

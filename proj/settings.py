@@ -395,6 +395,32 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# --- Product images and their thumbnails (README "Offloading") ---------------------------------------------------
+
+# Uploaded product images and the thumbnails the heavy pool makes, in Django's default storage. Web and the heavy
+# workers must see the same files: this directory on one machine, shared storage in production (README).
+MEDIA_ROOT = str(BASE_DIR / os.environ.get("MEDIA_ROOT", "var/media"))
+MEDIA_URL = os.environ.get("MEDIA_URL", "/media/")
+# The sandbox's limits; core/sandbox.py derives each default from the measurements in wasm/thumbnail/README.md.
+# Instructions per thumbnail: twice the cost of an image at the pixel limit; a runaway module stops after ~2.5 s.
+THUMBNAIL_FUEL_LIMIT = env_int("THUMBNAIL_FUEL_LIMIT", 50_000_000_000)
+# The module's linear memory: a JPEG at the pixel limit peaks at ~190 MiB; bounds what one image takes from a node.
+THUMBNAIL_MEMORY_LIMIT_BYTES = env_int("THUMBNAIL_MEMORY_LIMIT_BYTES", 256 * 1024 * 1024)
+# Wall clock per call: six times the slowest image at the pixel limit. Celery's soft time limit cannot interrupt a
+# call inside wasm, so the sandbox must stop it first: refused below unless it is under the soft time limit.
+THUMBNAIL_DEADLINE_SECONDS = env_float("THUMBNAIL_DEADLINE_SECONDS", 10.0)
+# Checked before decoding. A 24-megapixel JPEG at quality 95 is ~12 MB; the input is copied into the module's memory.
+THUMBNAIL_MAX_INPUT_BYTES = env_int("THUMBNAIL_MAX_INPUT_BYTES", 32 * 1024 * 1024)
+# As the image's header declares them: a 24-megapixel camera with room to spare; a decompression bomb is refused.
+THUMBNAIL_MAX_INPUT_PIXELS = env_int("THUMBNAIL_MAX_INPUT_PIXELS", 25_000_000)
+# The module bin/build-wasm builds (a build output, not in git); relative paths are from the project's directory.
+THUMBNAIL_WASM_PATH = str(BASE_DIR / os.environ.get("THUMBNAIL_WASM_PATH", "var/wasm/thumbnail.wasm"))
+if THUMBNAIL_DEADLINE_SECONDS >= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"THUMBNAIL_DEADLINE_SECONDS ({THUMBNAIL_DEADLINE_SECONDS:g}) must be below CELERY_TASK_SOFT_TIME_LIMIT "
+        f"({CELERY_TASK_SOFT_TIME_LIMIT}): the soft time limit cannot stop a call inside the sandbox."
+    )
+
 # --- Web: JSON API and storefront --------------------------------------------------------------------------------
 
 # Larger request bodies are refused (413) before they are read; an order of ORDER_MAX_ITEMS items is a few KiB.

@@ -1,3 +1,5 @@
+from django.conf import settings
+from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path
 
@@ -15,3 +17,6 @@ urlpatterns = [
     path("ops/data", ops_views.ops_data, name="ops-data"),
     path("", include("orders.urls")),
 ]
+# Product images and thumbnails in development (static() serves nothing unless DEBUG is on); production serves
+# MEDIA_URL from its shared storage instead (README "Offloading").
+urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -1,12 +1,14 @@
-"""Regenerate the README's screenshots, docs/images/flower.png and docs/images/ops.png, from a real running pipeline.
+"""Regenerate the README's screenshots (docs/images/storefront.png, flower.png, ops.png) from a real running pipeline.
 
     bin/bootstrap requirements-docs.txt && apt-get install -y chromium
-    .venv/bin/python scripts/screenshots.py [--web-port 8000] [--flower-port 5555] [--minutes 3]
+    .venv/bin/python scripts/screenshots.py [--web-port 8000] [--flower-port 5555] [--minutes 3] [--only NAME ...]
 
-Uses the database and Redis of the environment (DATABASE_URL, REDIS_URL): migrates, loads the demo catalog and
-creates a staff user `ops-screenshots`. Then it starts a worker (with a slow, sometimes failing sandbox bank, so
-queues fill, tasks retry and a few give up), Flower and the development server, places orders in waves while the
-ops page is open, and photographs Flower's task list and the ops page with Debian's Chromium.
+Uses the database and Redis of the environment (DATABASE_URL, REDIS_URL): migrates, loads the demo catalog (whose
+thumbnails it schedules) and creates a staff user `ops-screenshots`. Then it starts the heavy worker, a worker (with
+a slow, sometimes failing sandbox bank, so queues fill, tasks retry and a few give up), Flower and the development
+server; photographs the storefront once the heavy worker has made every demo product's thumbnail in the sandbox;
+then places orders in waves while the ops page is open, and photographs Flower's task list and the ops page, all with
+Debian's Chromium. `--only storefront` takes that picture alone, in seconds.
 """
 
 import argparse
@@ -36,6 +38,7 @@ from django.core.management import call_command  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from orders.exceptions import OrderNotCancellable  # noqa: E402
+from orders.models import Product  # noqa: E402
 from orders.services import RequestedItem, cancel_order, place_order  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -62,6 +65,9 @@ WORKER_ENVIRONMENT = {
 # Payment tokens of the demo orders, by weight.
 TOKENS = {"tok_visa": 85, "tok_chargeDeclined": 8, "tok_timeout": 3}
 WORKER_COMMAND = ["celery", "-A", "proj", "worker", "--queues", "orders,notifications,analytics,maintenance"]
+# As the Procfile's `heavy` line: the thumbnails of the demo catalog, in the sandbox.
+HEAVY_WORKER_COMMAND = ["celery", "-A", "proj", "worker", "--queues", "heavy", "--concurrency", "1"]
+PICTURES = ("storefront", "flower", "ops")
 SKUS = ["MUG-001", "TEE-001", "BAG-001", "BOOK-001", "CAP-001"]
 
 
@@ -70,8 +76,11 @@ def main() -> None:
     parser.add_argument("--web-port", type=int, default=8000)
     parser.add_argument("--flower-port", type=int, default=5555)
     parser.add_argument("--minutes", type=float, default=3.0, help="how long to place orders (default 3)")
+    parser.add_argument("--only", nargs="+", choices=PICTURES, default=PICTURES, help="the pictures to take")
     arguments = parser.parse_args()
 
+    # The heavy worker's module, as `make run` builds it (a no-op when it is up to date).
+    subprocess.run([str(ROOT / "bin" / "build-wasm")], check=True)  # noqa: S603 - our own script
     call_command("migrate", verbosity=0)
     call_command("seed_catalog")
     password = secrets.token_urlsafe(16)
@@ -85,6 +94,15 @@ def main() -> None:
     web = f"http://127.0.0.1:{arguments.web_port}"
     flower = f"http://127.0.0.1:{arguments.flower_port}"
     with ExitStack() as processes:
+        processes.enter_context(running([*HEAVY_WORKER_COMMAND, "--loglevel", "WARNING", "--hostname", "heavy@%h"], {}))
+        processes.enter_context(
+            running(["python", "manage.py", "runserver", "--noreload", f"127.0.0.1:{arguments.web_port}"], {})
+        )
+        wait_until_answering(f"{web}/healthz")
+        if "storefront" in arguments.only:
+            photograph_storefront(web)
+        if not {"flower", "ops"} & set(arguments.only):
+            return
         processes.enter_context(
             running(
                 [*WORKER_COMMAND, "--concurrency", "2", "--loglevel", "WARNING", "--hostname", "worker-1@%h"],
@@ -101,10 +119,6 @@ def main() -> None:
                 {"FLOWER_BASIC_AUTH": f"ops:{flower_password}"},
             )
         )
-        processes.enter_context(
-            running(["python", "manage.py", "runserver", "--noreload", f"127.0.0.1:{arguments.web_port}"], {})
-        )
-        wait_until_answering(f"{web}/healthz")
         # Flower lists the worker once it has seen its events, so it will see the tasks' events too.
         wait_until_answering(f"{flower}/api/workers?status=true", auth=("ops", flower_password), expect_body=True)
 
@@ -131,13 +145,40 @@ def main() -> None:
             tasks.goto(f"{flower}/tasks")
             tasks.wait_for_selector("#tasks-table tbody tr td a", timeout=30_000)
             time.sleep(1)
-            tasks.screenshot(path=str(IMAGES / "flower.png"))
-            print(f"wrote {IMAGES / 'flower.png'}")
+            if "flower" in arguments.only:
+                tasks.screenshot(path=str(IMAGES / "flower.png"))
+                print(f"wrote {IMAGES / 'flower.png'}")
 
             time.sleep(7)  # the last wave drains, and the ops page polls again
-            ops.screenshot(path=str(IMAGES / "ops.png"), full_page=True)
-            print(f"wrote {IMAGES / 'ops.png'}")
+            if "ops" in arguments.only:
+                ops.screenshot(path=str(IMAGES / "ops.png"), full_page=True)
+                print(f"wrote {IMAGES / 'ops.png'}")
             browser.close()
+
+
+def photograph_storefront(web: str) -> None:
+    """The catalog once every demo product has its thumbnail (made by the heavy worker), as a customer sees it."""
+    deadline = time.monotonic() + 120
+    while Product.objects.filter(thumbnail_status=Product.ThumbnailStatus.PENDING).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("The heavy worker did not make the thumbnails within 2 minutes (is the module built?).")
+        time.sleep(0.5)
+    failed = list(Product.objects.filter(thumbnail_status=Product.ThumbnailStatus.FAILED).values_list("sku", flat=True))
+    if failed:
+        raise SystemExit(f"Thumbnails failed for {', '.join(failed)}: see the admin for why.")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 900, "height": 900})
+        page.goto(f"{web}/")
+        page.wait_for_function("[...document.images].every((image) => image.complete && image.naturalWidth > 0)")
+        # From the top of the page to the end of the product list: the thumbnails, not the delivery form below.
+        products = page.locator("fieldset.products").bounding_box()
+        if products is None:
+            raise SystemExit("The catalog page has no product list.")
+        clip = {"x": 0, "y": 0, "width": 900, "height": products["y"] + products["height"] + 16}
+        page.screenshot(path=str(IMAGES / "storefront.png"), clip=clip, full_page=True)
+        browser.close()
+    print(f"wrote {IMAGES / 'storefront.png'}")
 
 
 def place_orders_in_waves(*, minutes: float) -> None:

@@ -1,7 +1,9 @@
 import contextlib
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from celery.contrib.testing.worker import start_worker
@@ -94,6 +96,23 @@ def push_server(settings) -> Iterator[PushServer]:
     yield state
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def thumbnail_module() -> None:
+    """The thumbnail sandbox's real module, built (or found up to date) by bin/build-wasm, as `make test` does first."""
+    build = subprocess.run(
+        [Path(__file__).resolve().parent.parent / "bin" / "build-wasm"], capture_output=True, text=True, check=False
+    )
+    if build.returncode != 0:
+        pytest.fail(f"bin/build-wasm failed:\n{build.stderr}")
+
+
+@pytest.fixture
+def media_root(settings, tmp_path) -> Path:
+    """Product images and thumbnails of this test only (MEDIA_ROOT), so a test can list exactly what was stored."""
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return tmp_path / "media"
 
 
 @pytest.fixture

@@ -74,6 +74,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
         "jobs.prune_history",
         "jobs.relay_outbox",
         "notifications.send_notification",
+        "orders.make_thumbnail",
         "orders.process_order",
         "orders.prune_idempotency_keys",
         "orders.reconcile_notifications",
@@ -91,6 +92,7 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
     assert route_task("orders.reconcile_stuck_orders", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.reconcile_notifications", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.prune_idempotency_keys", (), {}, {})["queue"] == "maintenance"
+    assert route_task("orders.make_thumbnail", (), {}, {})["queue"] == "heavy"
 
 
 def longest_delays(conf, tasks) -> dict[str, float]:

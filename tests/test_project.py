@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
 
+from jobs.routing import QUEUE_NAMES
 from orders.models import Product
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +46,8 @@ def test_every_compose_service_parses_and_runs_a_real_entry_point():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"}
-    for name in ("migrate", "web", "worker", "beat", "flower"):
+    assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "worker-heavy", "media", "beat", "flower"}
+    for name in ("migrate", "web", "worker", "worker-heavy", "beat", "flower"):
         assert services[name]["build"] == "."
         check_entry_point(services[name]["command"])
     redis_command = services["redis"]["command"]
@@ -62,12 +63,53 @@ def test_every_compose_service_parses_and_runs_a_real_entry_point():
     assert settings.CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT + 10 <= 60
 
 
-def test_the_procfile_runs_web_worker_beat_and_flower():
-    processes = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line)
+def test_the_procfile_runs_web_worker_heavy_beat_and_flower():
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    processes = dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
 
-    assert set(processes) == {"web", "worker", "beat", "flower"}
+    assert set(processes) == {"web", "worker", "heavy", "beat", "flower"}
     for command in processes.values():
         check_entry_point([word for word in shlex.split(command) if not word.startswith("0.0.0.0:")])
+
+
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_only_the_heavy_workers_consume_the_heavy_queue_one_process_each():
+    # given the worker commands of `make run` (honcho runs the Procfile) and of docker compose
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    procfile = {
+        name: shlex.split(command)
+        for name, command in (line.split(": ", 1) for line in lines if line and not line.startswith("#"))
+    }
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    workers = {
+        "Procfile worker": procfile["worker"],
+        "Procfile heavy": procfile["heavy"],
+        "compose worker": services["worker"]["command"],
+        "compose worker-heavy": services["worker-heavy"]["command"],
+    }
+
+    # then thumbnails never wait behind orders, nor orders behind thumbnails
+    queues = {name: set(option(command, "--queues").split(",")) for name, command in workers.items()}
+    assert queues == {
+        "Procfile worker": {"orders", "notifications", "analytics", "maintenance"},
+        "Procfile heavy": {"heavy"},
+        "compose worker": {"orders", "notifications", "analytics", "maintenance"},
+        "compose worker-heavy": {"heavy"},
+    }
+    assert set().union(*queues.values()) == set(QUEUE_NAMES)
+    assert option(workers["Procfile heavy"], "--concurrency") == "1"
+    assert option(workers["compose worker-heavy"], "--concurrency") == "1"
+    # Two workers on one machine need two node names, or Celery's control commands confuse them.
+    assert option(workers["Procfile heavy"], "--hostname") == "heavy@%h"
+    assert "--hostname" not in workers["Procfile worker"]
+    # The heavy worker and the processes that store images share the media volume.
+    for name in ("migrate", "web", "worker-heavy"):
+        assert "media:/app/var/media" in services[name]["volumes"], name
+    assert services["worker-heavy"]["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+    assert services["worker-heavy"]["stop_grace_period"] == "60s"
 
 
 @pytest.mark.django_db

@@ -21,8 +21,9 @@ SCHEMA = json.loads((REPOSITORY / "deploy/k8s/schemas/scaledobject.schema.json")
 # The Kubernetes release the manifests are validated against (kubernetes-validate's bundled schemas).
 KUBERNETES_VERSION = "1.34.0"
 POOLS = ("worker-orders", "worker-io", "worker-maintenance", "worker-heavy")
-# Queues a pool already consumes that the router does not route to yet (the heavy pool's queue is next).
-PLANNED_QUEUES = {"heavy"}
+# Queues a pool already consumes that the router does not route to yet: none since the router sends thumbnails to
+# `heavy` (issue 15).
+PLANNED_QUEUES: set[str] = set()
 
 
 def load(path: Path) -> dict:

@@ -444,7 +444,7 @@ def test_production_keeps_web_up_through_a_node_loss_and_a_drain(name):
 def test_dev_runs_one_of_everything():
     replicas = {item["metadata"]["name"]: item["spec"]["replicas"] for item in rendering("dev").of_kind("Deployment")}
 
-    assert replicas == dict.fromkeys(POOLS | {"web", "beat", "flower"}, 1) | {"worker-heavy": 0}
+    assert replicas == dict.fromkeys(POOLS | {"web", "beat", "flower"}, 1)
     assert rendering("dev").of_kind("PodDisruptionBudget") == []
 
 

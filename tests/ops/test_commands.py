@@ -59,7 +59,13 @@ def test_queue_stats_counts_queues_outbox_dead_letters_and_workers(celery_worker
     stdout, _ = run("queue_stats", "--json")
 
     report = json.loads(stdout)
-    assert report["queues"] == {"orders": 3, "notifications": 0, "analytics": 0, "maintenance": 0}
+    assert report["queues"] == {
+        "orders": 3,
+        "notifications": 0,
+        "analytics": 0,
+        "maintenance": 0,
+        "heavy": 0,
+    }
     assert report["outbox"]["event"]["unsent"] == 1
     assert report["outbox"]["task"] == {"unsent": 0, "oldest_age_seconds": 0.0}
     assert report["dead_letters"] == {"pending": 1, "replayed": 0}

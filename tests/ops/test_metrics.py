@@ -59,6 +59,7 @@ def test_metrics_report_queues_outbox_dead_letters_and_orders(client, pipeline):
         (("queue_name", "notifications"),): 1,
         (("queue_name", "analytics"),): 0,
         (("queue_name", "maintenance"),): 0,
+        (("queue_name", "heavy"),): 0,
     }
     assert samples[("shop_outbox_unsent_messages", (("kind", "task"),))] == 1
     assert samples[("shop_outbox_unsent_messages", (("kind", "event"),))] == 1

@@ -50,7 +50,13 @@ def test_ops_data_shows_the_numbers_of_metrics(admin_client, client):
     assert data["orders_by_status"] == {
         status: samples[("shop_orders", (("status", status),))] for status in Order.Status.values
     }
-    assert data["queue_lengths"] == {"orders": 1, "notifications": 0, "analytics": 0, "maintenance": 0}
+    assert data["queue_lengths"] == {
+        "orders": 1,
+        "notifications": 0,
+        "analytics": 0,
+        "maintenance": 0,
+        "heavy": 0,
+    }
     assert data["dead_letters"] == {"pending": 1, "replayed": 0}
     assert data["sources_up"] == {"redis": True, "database": True}
     assert data["outbox"] == {
