@@ -72,9 +72,9 @@ class Engine:
 
 
 def _celery_production(module: str, processes: int, broker: str, *, loglevel: str = "INFO") -> list[list[str]]:
-    # The worker command of docker-compose.yml / Procfile, on the queue the task is routed to.
+    # The worker command of docker-compose.yml / Procfile, on the queue the task is routed to (the default one).
     return [[PYTHON, "-m", "celery", "-A", module, "worker", "--pool", "prefork", "--concurrency", str(processes),
-             "--queues", "orders", "--loglevel", loglevel]]  # fmt: skip
+             "--queues", "maintenance", "--loglevel", loglevel]]  # fmt: skip
 
 
 def _celery_production_quiet(module: str, processes: int, broker: str) -> list[list[str]]:

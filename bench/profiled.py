@@ -243,7 +243,8 @@ def work(report: Path, *, queues: str, relay_interval: float) -> None:
         profiler.start()  # the worker's startup is not the order path
 
     try:
-        app.worker_main(["worker", "--pool", "solo", "--queues", queues, "--loglevel", "INFO"])
+        app.worker_main(["worker", "--pool", "solo", *(["--queues", queues] if queues else []),
+                         "--exclude-queues", "heavy", "--loglevel", "INFO"])  # fmt: skip
     finally:
         stop.set()
         profiler.stop()
@@ -255,7 +256,7 @@ def main() -> None:
     parser.add_argument("what", choices=("place", "work"))
     parser.add_argument("--orders", type=int, default=0)
     parser.add_argument("--via-api", action="store_true", help="place through POST /api/orders (test client)")
-    parser.add_argument("--queues", default="orders,notifications,analytics,maintenance")
+    parser.add_argument("--queues", default="", help="queues to consume (default: every one but heavy)")
     parser.add_argument("--relay-interval", type=float, default=2.0)
     parser.add_argument("--report", type=Path, required=True)
     arguments = parser.parse_args()

@@ -12,13 +12,12 @@ import time
 
 from bench import environment as env
 
-WORKER_QUEUES = "orders,notifications,analytics,maintenance"
-
 
 def worker_command(concurrency: int, *, pool: str = "prefork") -> list[str]:
-    """The production worker command (docker-compose.yml, Procfile), with the given pool and concurrency."""
+    """The production worker command (docker-compose.yml, Procfile: every queue but `heavy`), with the given pool
+    and concurrency."""
     return [env.PYTHON, "-m", "celery", "-A", "proj", "worker", "--pool", pool, "--concurrency", str(concurrency),
-            "--queues", WORKER_QUEUES, "--loglevel", "INFO"]  # fmt: skip
+            "--exclude-queues", "heavy", "--loglevel", "INFO"]  # fmt: skip
 
 
 def count_finished(connection) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from jobs.models import OutboxMessage
+from jobs.routing import UnroutableTask
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +61,15 @@ def _publish_tasks(messages: list[OutboxMessage]) -> int:
     for message in messages:
         try:
             _publish_task(message)
+        except UnroutableTask as error:
+            # Not the broker: this row names no place to go, and never will. It stays unsent, its error on it (the
+            # outbox's oldest unsent age alerts ops); the rows after it go on.
+            logger.error("Outbox row %s (%s) cannot be routed: %s", message.id, message.name, error)
+            OutboxMessage.objects.filter(pk=message.pk).update(last_error=str(error)[:1000])
+            continue
         except Exception as error:  # noqa: BLE001 - whatever failed, the relay retries; the commit already succeeded
             logger.warning("Publishing %s %s failed; the outbox relay will retry: %r", message.name, message.id, error)
-            unsent = [message.pk for message in messages[len(sent) :]]
+            unsent = [row.pk for row in messages[messages.index(message) :]]
             OutboxMessage.objects.filter(pk__in=unsent).update(
                 publish_attempts=F("publish_attempts") + 1, last_error=repr(error)[:1000]
             )

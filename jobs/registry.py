@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "shop:registry:"
 # Every worker ever heard of, scored by its last heartbeat (Unix time): dead ones are listed until forgotten.
 WORKERS_KEY = f"{KEY_PREFIX}workers"
+# Each queue -> the last time (Unix time) a live worker consuming it heartbeated: how long a queue has had no one.
+QUEUES_CONSUMED_KEY = f"{KEY_PREFIX}queues-consumed"
 
 # The worker of this process, when it is one (set by the worker's registry step): the holder its transport records.
 _holder: str | None = None
@@ -81,9 +83,12 @@ class WorkerStatus:
 
 def heartbeat(client, info: WorkerInfo, *, ttl: float) -> None:
     """Say that the worker is alive for `ttl` seconds more, and what it consumes: one round trip."""
+    now = time.time()
     pipeline = client.pipeline(transaction=False)
     pipeline.set(alive_key(info.hostname), info.to_json(), px=int(ttl * 1000))
-    pipeline.zadd(WORKERS_KEY, {info.hostname: time.time()})
+    pipeline.zadd(WORKERS_KEY, {info.hostname: now})
+    if info.queues:
+        pipeline.hset(QUEUES_CONSUMED_KEY, mapping=dict.fromkeys(info.queues, now))
     pipeline.execute()
 
 
@@ -109,6 +114,11 @@ def read_workers(client) -> list[WorkerStatus]:
         ),
         key=lambda status: status.hostname,
     )
+
+
+def queues_last_consumed(client) -> dict[str, float]:
+    """Each queue ever consumed -> the last time a live worker consuming it heartbeated."""
+    return {_text(queue): float(seen) for queue, seen in client.hgetall(QUEUES_CONSUMED_KEY).items()}
 
 
 def live_workers(client) -> list[WorkerInfo]:

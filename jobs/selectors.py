@@ -11,9 +11,8 @@ from django.conf import settings
 from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 
-from jobs import registry
+from jobs import registry, routing
 from jobs.models import DeadLetter, OutboxMessage
-from jobs.routing import QUEUE_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +58,9 @@ def _broker_channel() -> Iterator:
         yield connection.default_channel
 
 
-def get_worker_overview(*, queue_names: tuple[str, ...] = QUEUE_NAMES) -> WorkerOverview:
+def get_worker_overview(*, queue_names: tuple[str, ...] | None = None) -> WorkerOverview:
     """The worker registry (jobs/registry.py): who is alive, what each queue has for consumers and in flight."""
+    queue_names = queue_names or routing.queue_names()
     with _broker_channel() as channel:
         workers = registry.read_workers(channel.client)
         live = [status.info for status in workers if status.info is not None]
@@ -80,12 +80,13 @@ def is_worker_alive(hostname: str) -> bool:
         return True
 
 
-def get_queue_lengths(*, queue_names: tuple[str, ...] = QUEUE_NAMES) -> dict[str, int]:
+def get_queue_lengths(*, queue_names: tuple[str, ...] | None = None) -> dict[str, int]:
     """Messages waiting in each queue, counting the Redis transport's priority sub-queues (`orders\\x06\\x163`, ...).
 
     Messages a worker has taken but not acknowledged are not waiting, so they are not counted (they are in flight:
     `get_worker_overview`).
     """
+    queue_names = queue_names or routing.queue_names()
     with _broker_channel() as channel:
         keys = {
             queue: [channel._q_for_pri(queue, priority) for priority in channel.priority_steps] for queue in queue_names

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -10,6 +11,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from jobs import routing
 from ops import health
 from ops.metrics import read_pipeline_snapshot, web_registry
 from orders import selectors as order_selectors
@@ -49,6 +51,24 @@ def metrics(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(web_registry), content_type=CONTENT_TYPE_LATEST)
 
 
+def _regions(snapshot) -> list[dict]:
+    """Each region's queue: whether its data must stay in it, messages waiting and in flight, live workers."""
+    rows = []
+    for region in [*settings.ORDER_REGIONS, routing.PUBLIC]:
+        queue = routing.PUBLIC_FALLBACK if region == routing.PUBLIC else routing.region_queue(region)
+        rows.append(
+            {
+                "region": region,
+                "queue": queue,
+                "strict": region != routing.PUBLIC and routing.is_strict(region),
+                "waiting": (snapshot.queue_lengths or {}).get(queue),
+                "in_flight": snapshot.workers.in_flight.get(queue) if snapshot.workers is not None else None,
+                "workers": snapshot.workers.consumers.get(queue) if snapshot.workers is not None else None,
+            }
+        )
+    return rows
+
+
 @staff_member_required
 @require_GET
 def ops_page(request: HttpRequest) -> HttpResponse:
@@ -73,6 +93,7 @@ def ops_data(request: HttpRequest) -> JsonResponse:
             "sources_up": snapshot.sources_up,
             "queue_lengths": snapshot.queue_lengths,
             "in_flight": snapshot.workers.in_flight if snapshot.workers is not None else None,
+            "regions": _regions(snapshot),
             "workers": (
                 [
                     {

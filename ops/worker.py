@@ -20,6 +20,7 @@ from wsgiref.simple_server import WSGIServer
 from celery import Celery, bootsteps, current_app, signals
 from celery.worker import state as worker_state
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Connection
 from prometheus_client import start_http_server
 
@@ -31,7 +32,7 @@ from ops.probes import ProbeFiles
 logger = logging.getLogger(__name__)
 
 # The queue of the thumbnail task: a worker that consumes it compiles the sandbox in each pool process at start.
-THUMBNAIL_QUEUE = routing.QUEUE_BY_TASK["orders.make_thumbnail"]
+THUMBNAIL_QUEUE = routing.CENTRAL_QUEUE_BY_TASK["orders.make_thumbnail"]
 
 # The probe files of this worker process, when probes are on (set by ProbeStep, read by the signal handlers).
 _probe_files: ProbeFiles | None = None
@@ -122,6 +123,7 @@ class RegistryStep(bootsteps.StartStopStep):
             live = dataclasses.replace(info, queues=self.consumed_queues(), active=len(worker_state.active_requests))
             registry.heartbeat(channel.client, live, ttl=ttl or settings.WORKER_REGISTRY_TTL_SECONDS)
             registry.reap_dead_workers(channel)
+            routing.move_stranded_messages(channel)
         except Exception:
             logger.warning("Worker registry heartbeat or reap failed; trying again in %s s",
                            settings.WORKER_HEARTBEAT_INTERVAL_SECONDS, exc_info=True)  # fmt: skip
@@ -240,6 +242,18 @@ class MetricsStep(bootsteps.StartStopStep):
     terminate = stop
 
 
+def _consume_the_worker_region(instance=None, options=None, **kwargs) -> None:
+    """`celery worker` with WORKER_REGION and no --queues: consume exactly that region's queue (or the public
+    pool's). Both at once would be two answers to one question: refused."""
+    if not settings.WORKER_REGION:
+        return
+    if (options or {}).get("queues"):
+        raise ImproperlyConfigured("Give a worker WORKER_REGION or --queues, not both.")
+    queues = routing.queues_of_worker_region(settings.WORKER_REGION)
+    instance.app.amqp.queues.select(queues)
+    logger.info("WORKER_REGION=%s: consuming %s", settings.WORKER_REGION, ", ".join(queues))
+
+
 def _use_django_logging(loglevel=None, **kwargs) -> None:
     """Configure the worker's logging from Django's LOGGING instead of Celery's own format (JSON in production)."""
     logging.config.dictConfig(settings.LOGGING)
@@ -334,6 +348,7 @@ def install(app: Celery) -> None:
     app.steps["worker"].update({RegistryStep, ProbeStep, MetricsStep})
     app.steps["consumer"].update({ReclaimStep, BrokerConnectionProbeStep})
     signals.setup_logging.connect(_use_django_logging)
+    signals.celeryd_init.connect(_consume_the_worker_region)
     signals.worker_ready.connect(_on_worker_ready)
     signals.worker_shutting_down.connect(_on_worker_shutting_down)
     signals.worker_shutdown.connect(_on_worker_shutdown)

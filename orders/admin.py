@@ -23,14 +23,16 @@ class OrderEventInline(ReadOnlyTabularInline):
     model = OrderEvent
     verbose_name = "timeline entry"
     verbose_name_plural = "timeline"
-    fields = readonly_fields = ("created_at", "status", "note")
+    fields = readonly_fields = ("created_at", "status", "note", "worker")
     ordering = ["created_at", "id"]
 
 
 @admin.register(Order)
 class OrderAdmin(ServiceOwnedModelAdmin):
-    list_display = ["id", "email", "region", "status", "total", "currency", "attempts", "created_at", "updated_at"]
-    list_filter = ["status", "region", "created_at"]
+    list_display = [
+        "id", "email", "region", "processed_in", "status", "total", "currency", "attempts", "created_at", "updated_at"
+    ]  # fmt: skip
+    list_filter = ["status", "region", "processed_in", "created_at"]
     search_fields = ["=id", "email"]
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
@@ -38,6 +40,7 @@ class OrderAdmin(ServiceOwnedModelAdmin):
         "id",
         "email",
         "region",
+        "processed_in",
         "status",
         "total",
         "currency",

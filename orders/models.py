@@ -115,6 +115,9 @@ class Order(models.Model):
     # ntfy topic for a push notification, if the customer asked for one.
     push_topic = models.CharField(max_length=64, blank=True)
     failure_reason = models.TextField(blank=True)
+    # Where it was processed: its region, `public` (the public pool, for a region that may use it), or '' (not yet,
+    # or by a worker of no region). Set by the worker that takes it into processing and that finishes it.
+    processed_in = models.CharField(max_length=32, blank=True)
     # How many times processing started or resumed (more than 1 means a worker died or a message came twice).
     attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(db_default=Now())
@@ -167,6 +170,8 @@ class OrderEvent(models.Model):
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
     status = models.CharField(max_length=16, choices=OrderStatus.choices)
     note = models.TextField(blank=True)
+    # The worker that made the change (its node name), when a worker did.
+    worker = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(db_default=Now())
 
     class Meta:

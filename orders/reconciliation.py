@@ -14,10 +14,10 @@ from django.db.models import Case, Exists, OuterRef, Prefetch, Q, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from jobs.outbox import publish_on_commit, task_message
+from jobs.outbox import publish_on_commit
 from notifications.selectors import settled_notifications
 from notifications.tasks import NotificationChannel
-from orders import services, tasks  # modules, not their names: tasks.py imports this module too
+from orders import services  # modules, not their names: tasks.py imports this module too
 from orders.models import Order, OrderItem
 
 logger = logging.getLogger(__name__)
@@ -33,17 +33,17 @@ def reconcile_stuck_orders(*, stuck_after: timedelta | None = None, limit: int =
     """
     if stuck_after is None:  # not `or`: timedelta(0), "every unfinished order", is falsy
         stuck_after = timedelta(seconds=settings.ORDER_STUCK_AFTER_SECONDS)
-    order_ids = list(
+    orders = list(
         Order.objects.select_for_update(skip_locked=True)
         .filter(status__in=(Status.PENDING, Status.PROCESSING), updated_at__lt=timezone.now() - stuck_after)
         .order_by("updated_at")
-        .values_list("pk", flat=True)[:limit]
+        .only("pk", "region")[:limit]
     )
-    if order_ids:
-        logger.warning("Scheduling again %d orders unfinished for more than %s", len(order_ids), stuck_after)
-        Order.objects.filter(pk__in=order_ids).update(updated_at=Now())
-        publish_on_commit(*(task_message(tasks.process_order_task, order_id=str(pk)) for pk in order_ids))
-    return len(order_ids)
+    if orders:
+        logger.warning("Scheduling again %d orders unfinished for more than %s", len(orders), stuck_after)
+        Order.objects.filter(pk__in=[order.pk for order in orders]).update(updated_at=Now())
+        publish_on_commit(*(services.process_order_message(order) for order in orders))
+    return len(orders)
 
 
 @transaction.atomic

@@ -43,6 +43,18 @@ PUSH_TOPIC_PATTERN = re.compile(r"^[-_A-Za-z0-9]{1,64}$")
 
 
 @dataclass(frozen=True)
+class Processor:
+    """Who processes an order: the worker (its node name, recorded in the timeline) and where it runs (its region,
+    `public`, or '' for a worker of no region), recorded on the order as `processed_in`."""
+
+    worker: str = ""
+    region: str = ""
+
+
+NO_PROCESSOR = Processor()
+
+
+@dataclass(frozen=True)
 class RequestedItem:
     """A product and how many of it, as a customer asks for it."""
 
@@ -98,10 +110,15 @@ def place_order(
     )
     placed = OrderEvent.objects.create(order=order, status=Status.PENDING)
     publish_on_commit(
-        task_message(tasks.process_order_task, order_id=str(order.id)),
+        process_order_message(order),
         event_message("order_placed", **_event_data(order)),
     )
     return OrderDetails(order=order, items=written_items, timeline=[placed])
+
+
+def process_order_message(order: Order) -> OutboxMessage:
+    """The outbox row that processes `order`: it names the order's region, which the router sends it by."""
+    return task_message(tasks.process_order_task, order_id=str(order.pk), region=order.region)
 
 
 def _validate_order_input(
@@ -140,14 +157,14 @@ def _validate_order_input(
     return quantities
 
 
-def process_order(*, order_id: OrderId) -> Order | None:
+def process_order(*, order_id: OrderId, processor: Processor = NO_PROCESSOR) -> Order | None:
     """Reserve stock, charge and complete a pending order; return it, or None when there was nothing to do.
 
     Idempotent: a second delivery finds the order past `pending` and changes nothing, or resumes an order left in
     `processing` by a worker that died. The charge's idempotency key is the order id, so it is charged once.
     The database transaction is never held open across the call to the payment provider.
     """
-    started = _start_processing(order_id)
+    started = _start_processing(order_id, processor)
     if started is None:
         return None
     order, items = started
@@ -160,15 +177,22 @@ def process_order(*, order_id: OrderId) -> Order | None:
             description=f"Order {order.id}",
         )
     except PaymentDeclined as declined:
-        return fail_order(order_id=order.id, reason=f"Payment declined: {declined.reason}")
-    return _complete(order, charge, items)
+        return fail_order(order_id=order.id, reason=f"Payment declined: {declined.reason}", processor=processor)
+    return _complete(order, charge, items, processor)
+
+
+def _processed_by(processor: Processor) -> dict:
+    """The transition's record of who processed it: the worker in the timeline, the region on the order."""
+    return {"worker": processor.worker, "processed_in": processor.region} if processor.worker else {}
 
 
 @transaction.atomic
-def _start_processing(order_id: OrderId) -> tuple[Order, list[ReservedItem]] | None:
-    order = statements.transition(order_id, source=(Status.PENDING,), target=Status.PROCESSING, count_attempt=True)
+def _start_processing(order_id: OrderId, processor: Processor) -> tuple[Order, list[ReservedItem]] | None:
+    order = statements.transition(
+        order_id, source=(Status.PENDING,), target=Status.PROCESSING, count_attempt=True, **_processed_by(processor)
+    )
     if order is not None:
-        items = _reserve_stock(order)
+        items = _reserve_stock(order, processor)
         return (order, items) if items is not None else None
 
     order = Order.objects.filter(pk=order_id).first()
@@ -178,7 +202,8 @@ def _start_processing(order_id: OrderId) -> tuple[Order, list[ReservedItem]] | N
         return None  # completed, failed or cancelled already: a duplicate message
     # Left in `processing` by a worker that died, or a retry after a transient error: resume (stock is reserved), and
     # count it as activity, so the stuck-order reconciler only looks at orders nobody has touched for a while.
-    Order.objects.filter(pk=order.pk).update(attempts=F("attempts") + 1, updated_at=Now())
+    changes = {"processed_in": processor.region} if processor.worker else {}
+    Order.objects.filter(pk=order.pk).update(attempts=F("attempts") + 1, updated_at=Now(), **changes)
     return order, reserved_items(order)
 
 
@@ -192,12 +217,13 @@ def reserved_items(order: Order) -> list[ReservedItem]:
     ]
 
 
-def _reserve_stock(order: Order) -> list[ReservedItem] | None:
+def _reserve_stock(order: Order, processor: Processor) -> list[ReservedItem] | None:
     """Take the order's units from stock, or fail the order if any product is short. Returns the items."""
     rows = statements.take_stock(order.pk)
     short = [sku for sku, _, stock, quantity in rows if stock < quantity]
     if short:
-        _fail(order.pk, source=Status.PROCESSING, reason=f"Out of stock: {', '.join(short)}", release_stock=False)
+        reason = f"Out of stock: {', '.join(short)}"
+        _fail(order.pk, source=Status.PROCESSING, reason=reason, release_stock=False, processor=processor)
         return None
     return [ReservedItem(sku=sku, name=name, quantity=quantity) for sku, name, _, quantity in rows]
 
@@ -207,9 +233,13 @@ def _quantity_ordered(order: Order) -> Subquery:
 
 
 @transaction.atomic
-def _complete(order: Order, charge: Charge, items: list[ReservedItem]) -> Order | None:
+def _complete(order: Order, charge: Charge, items: list[ReservedItem], processor: Processor) -> Order | None:
     completed = statements.transition(
-        order.pk, source=(Status.PROCESSING,), target=Status.COMPLETED, payment_reference=charge.id
+        order.pk,
+        source=(Status.PROCESSING,),
+        target=Status.COMPLETED,
+        payment_reference=charge.id,
+        **_processed_by(processor),
     )
     if completed is None:
         return None  # a duplicate delivery completed (or an operator failed) it first
@@ -220,16 +250,25 @@ def _complete(order: Order, charge: Charge, items: list[ReservedItem]) -> Order 
     return completed
 
 
-def fail_order(*, order_id: OrderId, reason: str) -> Order | None:
+def fail_order(*, order_id: OrderId, reason: str, processor: Processor = NO_PROCESSOR) -> Order | None:
     """Record the final failure of a pending or processing order, releasing reserved stock. None if already final."""
-    return _fail(order_id, source=Status.PROCESSING, reason=reason, release_stock=True) or _fail(
-        order_id, source=Status.PENDING, reason=reason, release_stock=False
+    return _fail(order_id, source=Status.PROCESSING, reason=reason, release_stock=True, processor=processor) or _fail(
+        order_id, source=Status.PENDING, reason=reason, release_stock=False, processor=processor
     )
 
 
 @transaction.atomic
-def _fail(order_id: OrderId, *, source: str, reason: str, release_stock: bool) -> Order | None:
-    order = statements.transition(order_id, source=(source,), target=Status.FAILED, note=reason, failure_reason=reason)
+def _fail(
+    order_id: OrderId, *, source: str, reason: str, release_stock: bool, processor: Processor = NO_PROCESSOR
+) -> Order | None:
+    order = statements.transition(
+        order_id,
+        source=(source,),
+        target=Status.FAILED,
+        note=reason,
+        failure_reason=reason,
+        **_processed_by(processor),
+    )
     if order is None:
         return None
     if release_stock:
@@ -273,7 +312,7 @@ def retry_order(*, order_id: OrderId) -> Order:
         raise OrderNotRetryable(
             f"Only a failed order can be retried; this one is {current.status}.", details={"status": current.status}
         )
-    publish_on_commit(task_message(tasks.process_order_task, order_id=str(order.pk)))
+    publish_on_commit(process_order_message(order))
     return order
 
 
@@ -301,6 +340,7 @@ def notifications_owed(order: Order, *, items: list[ReservedItem]) -> list[Outbo
             kind=kind,
             recipient=recipient,
             context=context,
+            region=order.region,  # it carries the customer's address: it goes to the order's region (jobs/routing.py)
         )
         for channel, recipient in recipients.items()
         if recipient

@@ -12,9 +12,17 @@ from orders.models import Order, OrderEvent, OrderId, OrderItem, Product
 
 
 def transition(
-    order_id: OrderId, *, source: tuple[str, ...], target: str, note: str = "", count_attempt: bool = False, **changes
+    order_id: OrderId,
+    *,
+    source: tuple[str, ...],
+    target: str,
+    note: str = "",
+    worker: str = "",
+    count_attempt: bool = False,
+    **changes,
 ) -> Order | None:
-    """Move the order from one of `source` to `target` and append the timeline entry; None if not in `source`.
+    """Move the order from one of `source` to `target` and append the timeline entry (with the worker that made it,
+    if one did); None if not in `source`.
 
     One statement (a data-modifying CTE): the guard, the change and its timeline entry cannot come apart, and they
     cost one round trip, which matters on the hot path.
@@ -33,12 +41,12 @@ def transition(
             WHERE id = %s AND status = ANY(%s)
             RETURNING *
         ), appended AS (
-            INSERT INTO {OrderEvent._meta.db_table} (order_id, status, note, created_at)
-            SELECT id, status, %s, statement_timestamp() FROM moved
+            INSERT INTO {OrderEvent._meta.db_table} (order_id, status, note, worker, created_at)
+            SELECT id, status, %s, %s, statement_timestamp() FROM moved
         )
         SELECT * FROM moved
     """  # noqa: S608 - table and column names come from our models; every value is a parameter
-    params += [str(order_id), list(source), note]
+    params += [str(order_id), list(source), note, worker]
     return next(iter(Order.objects.raw(sql, params)), None)
 
 

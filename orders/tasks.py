@@ -2,6 +2,7 @@ from typing import Any
 
 from celery import shared_task
 
+from jobs import routing
 from jobs.base import ReliableTask
 from orders import catalog, idempotency, reconciliation, services
 from orders.exceptions import OrderNotFound
@@ -20,10 +21,16 @@ class ProcessOrderTask(ReliableTask):
         services.retry_order(order_id=kwargs["order_id"])
 
 
+# `region` is the order's: the router sends the message by it (jobs/routing.py); a message of an earlier release has
+# none, and was routed then. `processed_in` records the queue's region the worker took it from.
 @shared_task(name="orders.process_order", base=ProcessOrderTask, bind=True)
-def process_order_task(self, order_id: str) -> str | None:
+def process_order_task(self, order_id: str, region: str = "") -> str | None:
+    processor = services.Processor(
+        worker=self.request.hostname or "",
+        region=routing.processed_in((self.request.delivery_info or {}).get("routing_key")),
+    )
     try:
-        order = services.process_order(order_id=order_id)
+        order = services.process_order(order_id=order_id, processor=processor)
     except OrderNotFound as error:
         raise self.retry(
             exc=error, countdown=ORDER_NOT_VISIBLE_RETRY_SECONDS, max_retries=ORDER_NOT_VISIBLE_MAX_RETRIES

@@ -209,8 +209,24 @@ PUSH_TIMEOUT_SECONDS = env_float("PUSH_TIMEOUT_SECONDS", 5.0)
 
 # The currency of the demo catalog (`seed_catalog`); an order's currency is its products'.
 SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "EUR")
-# Where the shop delivers: an order names one of these, and anything else is refused (422).
+# Where the shop delivers: an order names one of these, and anything else is refused (422). Each region has a queue
+# of its own, `cloud.<region>`, for the tasks that carry the order's personal data (jobs/routing.py).
 ORDER_REGIONS = env_list("ORDER_REGIONS", "eu,us,ap")
+# Regions whose orders' personal data must stay in the region: processed only by that region's workers, never by
+# the public pool; with none alive their orders wait (README "Regions and data residency").
+STRICT_RESIDENCY_REGIONS = env_list("STRICT_RESIDENCY_REGIONS", "eu")
+# Another region's orders go to the public pool when their region has no live worker, or this many messages wait
+# in its queue: about 30 s of one pool's throughput (docs/autoscaling.md), the drain time the autoscaler targets.
+PUBLIC_FALLBACK_BACKLOG = env_int("PUBLIC_FALLBACK_BACKLOG", 1800)
+# What already waits in such a region's queue moves to the public pool once the region has had no live worker this
+# long: past a rolling restart's gap (a worker's soft shutdown, 25 s), before customers notice.
+PUBLIC_FALLBACK_AFTER_SECONDS = env_float("PUBLIC_FALLBACK_AFTER_SECONDS", 30.0)
+# The region whose queue a worker started without --queues consumes (`public`: the public pool's); unset, it
+# consumes every queue it is not told to exclude (one site processing every region, as `make run`).
+WORKER_REGION = os.environ.get("WORKER_REGION", "")
+for _region in (*STRICT_RESIDENCY_REGIONS, *([WORKER_REGION] if WORKER_REGION not in ("", "public") else [])):
+    if _region not in ORDER_REGIONS:
+        raise ImproperlyConfigured(f"{_region!r} is no region of ORDER_REGIONS ({', '.join(ORDER_REGIONS)}).")
 # More than this many units of one product, or items in one order, is a typo or abuse, not a purchase.
 ORDER_MAX_QUANTITY_PER_ITEM = env_int("ORDER_MAX_QUANTITY_PER_ITEM", 100)
 ORDER_MAX_ITEMS = env_int("ORDER_MAX_ITEMS", 50)
@@ -349,7 +365,7 @@ CELERY_TASK_SEND_SENT_EVENT = False
 # Queues are declared in jobs/routing.py; a task without a route would land on a queue nobody consumes.
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 # Where a task the router does not know goes (every one of ours has a route: tests/test_celery_config.py).
-CELERY_TASK_DEFAULT_QUEUE = "orders"
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 # Celery closes the database connection around every task unless told to reuse it; reconnecting costs more than
 # the task. Our own task_prerun hook drops connections that are broken or older than CONN_MAX_AGE instead.
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000)
@@ -359,7 +375,7 @@ CELERY_BEAT_SCHEDULER = "jobs.beat:LockedDatabaseScheduler"
 # Crontab entries (the daily prune at 03:30) are read in UTC, as every timestamp we store.
 CELERY_TIMEZONE = TIME_ZONE
 # Queues and the router live in jobs/routing.py: one place decides where every task goes.
-CELERY_TASK_QUEUES = routing.QUEUES
+CELERY_TASK_QUEUES = routing.declared_queues(ORDER_REGIONS)
 CELERY_TASK_ROUTES = (routing.route_task,)
 # Option `expire_seconds`, not Celery's `expires`: the DatabaseScheduler stores only the former (a PeriodicTask column)
 # and silently drops the latter, so ticks queued while no worker ran would never expire (tests/ops/test_beat.py).

@@ -9,7 +9,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from django.db import connection, connections
 
-from jobs.routing import QUEUE_NAMES
+from jobs.routing import queue_names
 from orders.payments import SandboxGateway, get_gateway
 from proj.celery import app as celery_app
 from tests.factories import ProductFactory
@@ -67,7 +67,7 @@ def project_worker() -> Iterator:
         celery_app,
         pool="threads",
         concurrency=4,
-        queues=list(QUEUE_NAMES),
+        queues=list(queue_names()),
         perform_ping_check=False,
         shutdown_timeout=30,
         loglevel="WARNING",

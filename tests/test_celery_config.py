@@ -2,18 +2,22 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 
+from jobs import routing
 from jobs.base import ReliableTask
-from jobs.routing import QUEUE_NAMES, route_task
+from jobs.routing import UnroutableTask, route_task
 from orders import tasks as order_tasks
 from proj.celery import app
 
 OUR_APPS = ("orders", "notifications", "analytics", "exports", "jobs")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def our_tasks() -> dict:
@@ -81,10 +85,10 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
         "orders.reconcile_stuck_orders",
     ]
     for name in tasks:
-        route = route_task(name, (), {}, {})
-        assert route["queue"] in QUEUE_NAMES, name
-    assert route_task("orders.process_order", (), {}, {})["queue"] == "orders"
-    assert route_task("notifications.send_notification", (), {}, {})["queue"] == "notifications"
+        route = route_task(name, (), {"region": "eu"}, {})
+        assert route["queue"] in routing.queue_names(), name
+    assert route_task("orders.process_order", (), {"region": "eu"}, {})["queue"] == "cloud.eu"
+    assert route_task("notifications.send_notification", (), {"region": "eu"}, {})["queue"] == "cloud.eu"
     assert route_task("analytics.track_events", (), {}, {})["queue"] == "analytics"
     assert route_task("exports.export_events", (), {}, {})["queue"] == "analytics"
     assert route_task("jobs.relay_outbox", (), {}, {})["queue"] == "maintenance"
@@ -93,6 +97,41 @@ def test_every_task_has_a_stable_name_and_a_declared_queue():
     assert route_task("orders.reconcile_notifications", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.prune_idempotency_keys", (), {}, {})["queue"] == "maintenance"
     assert route_task("orders.make_thumbnail", (), {}, {})["queue"] == "heavy"
+    # A task nobody routes goes to the default queue, which is declared and consumed.
+    assert settings.CELERY_TASK_DEFAULT_QUEUE in routing.queue_names()
+
+
+@pytest.mark.parametrize("region", [None, "", "mars"])
+def test_a_resident_task_without_a_known_region_is_never_sent(region):
+    with pytest.raises(UnroutableTask, match="names no region of ORDER_REGIONS"):
+        route_task("orders.process_order", (), {"order_id": "x", "region": region}, {})
+
+
+def residency_table() -> dict[str, str]:
+    """README "Regions and data residency": each task named in the table -> where it runs."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Regions and data residency", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            for name in re.findall(r"`([a-z_]+\.[a-z_]+)`", cells[0]):
+                table[name] = cells[2]
+    return table
+
+
+def test_the_residency_table_of_the_readme_is_the_router_s():
+    # given: the README's table, with the reconcilers named as a group
+    table = residency_table()
+    runs = {name: table.get(name, table.get("jobs.relay_outbox")) for name in our_tasks()}
+
+    # then: every task that carries personal data runs in the order's region, and only those; the rest where said
+    resident = {name for name, where in runs.items() if where == "the order's region"}
+    assert resident == set(routing.RESIDENT_TASKS)
+    for name, where in runs.items():
+        if name not in resident:
+            queue = route_task(name, (), {}, {})["queue"]
+            assert f"`{queue}`" in where, (name, where)
 
 
 def longest_delays(conf, tasks) -> dict[str, float]:

@@ -20,7 +20,7 @@ app.conf.update(json.loads(os.environ.get("BENCH_CELERY_OVERRIDES", "{}")))
 
 
 # Declared like the project's own tasks (a result is stored), and routed by jobs/routing.py: "bench" is no app
-# of the project, so the task goes to the default queue, "orders".
+# of the project, so the task goes to the default queue, "maintenance".
 @app.task(name="bench.noop")
 def noop_task(index: int, enqueued_at: float) -> None:
     record_completion(index, enqueued_at)

@@ -47,6 +47,7 @@ def test_placing_an_order_answers_201_with_the_order_and_schedules_its_processin
         "status_url": f"http://testserver/api/orders/{order.id}",
         "timeline": [{"status": "pending", "at": as_json(pending.created_at), "note": ""}],
         "failure_reason": None,
+        "processed_in": None,
     }
     assert (order.email, order.region, order.payment_token, order.push_topic) == (
         "ada@example.com",
@@ -54,7 +55,7 @@ def test_placing_an_order_answers_201_with_the_order_and_schedules_its_processin
         "tok_visa",
         "",
     )
-    assert OutboxMessage.objects.get(name="orders.process_order").payload == {"order_id": str(order.id)}
+    assert OutboxMessage.objects.get(name="orders.process_order").payload == {"order_id": str(order.id), "region": "eu"}
     assert len(callbacks) == 1  # the publish, which runs only once the order is committed
 
 
@@ -104,18 +105,22 @@ def test_following_an_order_shows_its_timeline_and_why_it_failed(client, catalog
             },
         ],
         "failure_reason": "Payment declined: Your card was declined.",
+        "processed_in": None,
     }
 
 
 def test_following_a_completed_order(client, catalog, sandbox):
     order = place()
-    services.process_order(order_id=str(order.id))
+    services.process_order(order_id=str(order.id), processor=services.Processor(worker="eu-1@pod", region="eu"))
 
     body = client.get(f"/api/orders/{order.id}").json()
 
     assert body["status"] == "completed"
     assert [change["status"] for change in body["timeline"]] == ["pending", "processing", "completed"]
     assert body["failure_reason"] is None
+    # Where it was processed; the timeline records the worker, for the admin (not for the customer).
+    assert body["processed_in"] == "eu"
+    assert list(order.events.values_list("worker", flat=True)) == ["", "eu-1@pod", "eu-1@pod"]
 
 
 def test_an_unknown_order_is_404(client):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from deploy.autoscale.quantity import parse_quantity
-from jobs.routing import QUEUE_NAMES
+from jobs.routing import queue_names
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 COMPONENT = REPOSITORY / "deploy/k8s/components/autoscaling"
@@ -104,8 +104,8 @@ def test_every_pool_has_one_hpa_and_one_scaled_object_and_every_queue_a_pool():
     assert sorted(hpas) == sorted(POOLS)
     assert sorted(keda) == sorted(POOLS)
     named = set().union(*queues_by_pool.values())
-    assert named <= set(QUEUE_NAMES) | PLANNED_QUEUES
-    assert set(QUEUE_NAMES) <= named
+    assert named <= set(queue_names()) | PLANNED_QUEUES
+    assert set(queue_names()) <= named
     assert sum(len(queues) for queues in queues_by_pool.values()) == len(named)  # no queue scales two pools
     assert queues_by_pool["worker-io"] == {"notifications", "analytics"}
 

@@ -222,7 +222,7 @@ def test_the_orders_pool_from_the_manifest_passes_its_probes_and_finishes_its_ta
     host = socket.gethostname()
     started = (
         "celery_task_started_total",
-        (("hostname", host), ("name", "orders.process_order"), ("queue_name", "orders")),
+        (("hostname", host), ("name", "orders.process_order"), ("queue_name", "cloud.eu")),
     )
     assert metrics[started] == 1
     assert (exit_code, exit_seconds < orders.grace_seconds) == (0, True)

@@ -31,8 +31,6 @@ from proj.celery import app as celery_app
 from tests.helpers import wait_for
 from tests.ops.helpers import worker_environment
 
-QUEUES = "orders,notifications,analytics,maintenance"
-
 
 @dataclass
 class Worker:
@@ -95,14 +93,17 @@ class FaultEnvironment:
         )
 
     def start_worker(
-        self, *, concurrency: int = 1, queues: str = QUEUES, include: str = "", wait: bool = True, **environment
+        self, *, concurrency: int = 1, queues: str = "", include: str = "", wait: bool = True, **environment
     ) -> Worker:
-        """A prefork worker consuming `queues` (all by default); by default, wait until it consumes."""
+        """A prefork worker consuming `queues` (by default every queue, or its WORKER_REGION's when the environment
+        names one); by default, wait until it consumes."""
         self._workers += 1
         name = f"worker{self._workers}"
         hostname = f"{name}-{os.getpid()}@{socket.gethostname()}"
         command = [sys.executable, "-m", "celery", "-A", "proj", "worker", "--pool", "prefork"]
-        command += ["--concurrency", str(concurrency), "--queues", queues, "--hostname", hostname]
+        command += ["--concurrency", str(concurrency), "--hostname", hostname]
+        if queues:
+            command += ["--queues", queues]
         command += ["--loglevel", "INFO", "--without-mingle", "--without-gossip"]
         if include:
             command += ["--include", include]
@@ -217,6 +218,7 @@ def assert_events_recorded_once(orders, *, event_type: str = "order_completed") 
 
 
 def queue_lengths(environment: FaultEnvironment) -> dict[str, int]:
-    """Messages waiting in the orders queue, and messages delivered but not acknowledged, in the test's broker."""
+    """Messages waiting in the queue of EU orders (the fault tests' orders are EU ones), and messages delivered but not
+    acknowledged, in the test's broker."""
     broker = redis.Redis.from_url(environment.broker_url)
-    return {"orders": broker.llen("orders"), "unacked": broker.hlen("unacked")}
+    return {"orders": broker.llen("cloud.eu"), "unacked": broker.hlen("unacked")}

@@ -12,11 +12,13 @@ import pytest
 from django.db.models import Count
 
 from analytics.models import Event
+from jobs import registry, routing
 from jobs.models import DeadLetter, OutboxMessage
 from jobs.outbox import relay_outbox
 from orders.models import Order
 from orders.reconciliation import reconcile_notifications, reconcile_stuck_orders
 from orders.services import RequestedItem, place_order
+from proj.celery import app as celery_app
 from tests.factories import ProductFactory
 from tests.faults.helpers import (
     assert_completed_exactly_once,
@@ -31,16 +33,24 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 ORDERS_IN_FLIGHT = 500
 
 
-def place(count: int, *, prefix: str) -> list[Order]:
+def place(count: int, *, prefix: str, region: str = "eu") -> list[Order]:
     return [
         place_order(
             email=f"{prefix}{index}@example.com",
-            region="eu",
+            region=region,
             items=[RequestedItem("MUG-001", 1)],
             payment_token="tok_visa",
         ).order
         for index in range(count)
     ]
+
+
+def consumers_of(queue: str) -> int:
+    """Live workers consuming `queue`, as the router reads them (its view is a few seconds old at most)."""
+    routing._region_states.clear()
+    with celery_app.connection_for_write() as connection:
+        workers = registry.live_workers(connection.default_channel.client)
+    return sum(queue in worker.queues for worker in workers)
 
 
 def completed_count(orders) -> int:
@@ -140,12 +150,15 @@ def test_without_persistence_a_restart_loses_queued_messages_and_the_reconcilers
     faults = faults_without_persistence
     settings.OUTBOX_RELAY_AFTER_SECONDS = 1
     ProductFactory(sku="MUG-001", stock=100)
-    # given: a first batch completed by a worker that consumes only orders, so their emails wait in Redis
-    orders_worker = faults.start_worker(queues="orders")
-    emails_lost = place(10, prefix="lost-email")
+    # given: a first batch of US orders completed by a US worker whose router sends their emails to the public
+    # pool (its fallback threshold is 0), which nobody consumes yet: the emails wait in Redis
+    us_worker = faults.start_worker(WORKER_REGION="us", PUBLIC_FALLBACK_BACKLOG="0")
+    wait_for(lambda: consumers_of("cloud.us"), timeout=10, message="the US worker in the registry")
+    emails_lost = place(10, prefix="lost-email", region="us")
     wait_for_orders([order.pk for order in emails_lost], timeout=60)
-    faults.processes.stop(orders_worker.process)
-    # and a second batch waiting in the orders queue, and every event so far relayed to analytics
+    faults.processes.stop(us_worker.process)
+    assert faults.broker_client().llen("public_fallback") == 10
+    # and a second batch waiting in the EU queue (no EU worker), and every event so far relayed to analytics
     orders_lost = place(10, prefix="lost-order")
     assert relay_outbox().events_sent == 30  # 20 order_placed, 10 order_completed
     assert queue_lengths(faults) == {"orders": 10, "unacked": 0}

@@ -184,7 +184,7 @@ def test_two_reapers_at_once_restore_each_message_once(faults):
     for round_number in range(5):
         task_ids = [str(uuid.uuid4()) for _ in range(MESSAGES_PER_ROUND)]
         for task_id in task_ids:
-            celery_app.send_task("orders.process_order", kwargs={"order_id": task_id}, task_id=task_id)
+            celery_app.send_task("orders.process_order", kwargs={"order_id": task_id, "region": "eu"}, task_id=task_id)
         dead = f"dead-{round_number}@test"
         take_without_acknowledging(faults, holder=dead, count=MESSAGES_PER_ROUND)
         faults.broker_client().zadd(registry.WORKERS_KEY, {dead: time.time() - 60})
@@ -194,25 +194,25 @@ def test_two_reapers_at_once_restore_each_message_once(faults):
 
         # then: every message is back once, and nothing is left unacknowledged or held
         assert sum(result.get(dead, 0) for result in restored) >= MESSAGES_PER_ROUND
-        queued = [json.loads(raw)["headers"]["id"] for raw in faults.broker_client().lrange("orders", 0, -1)]
+        queued = [json.loads(raw)["headers"]["id"] for raw in faults.broker_client().lrange("cloud.eu", 0, -1)]
         assert sorted(queued) == sorted(task_ids)
         assert faults.broker_client().hlen("unacked") == 0
         assert faults.broker_client().hlen(registry.held_key(dead)) == 0
-        faults.broker_client().delete("orders")
+        faults.broker_client().delete("cloud.eu")
 
 
 MESSAGES_PER_ROUND = 20
 
 
 def take_without_acknowledging(faults, *, holder: str, count: int) -> None:
-    """Consume `count` messages of the orders queue as worker `holder` would, and never acknowledge them."""
+    """Consume `count` messages of the EU orders' queue as worker `holder` would, and never acknowledge them."""
     taken = []
     registry.set_holder(holder)
     try:
         with Connection(faults.broker_url, transport=broker.Transport) as connection:
             channel = connection.channel()
             channel.basic_qos(prefetch_count=count)
-            consumer = Consumer(channel, queues=[Queue("orders", routing_key="orders")], accept=["json"])
+            consumer = Consumer(channel, queues=[Queue("cloud.eu", routing_key="cloud.eu")], accept=["json"])
             consumer.register_callback(lambda body, message: taken.append(message))
             with consumer:
                 while len(taken) < count:

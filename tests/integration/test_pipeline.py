@@ -93,7 +93,7 @@ def test_exhausted_retries_fail_the_order_and_keep_a_dead_letter(celery_worker, 
     assert Product.objects.get(sku="MUG-001").stock == 10
     dead_letter = DeadLetter.objects.get()
     assert dead_letter.task_name == "orders.process_order"
-    assert dead_letter.kwargs == {"order_id": str(order.id)}
+    assert dead_letter.kwargs == {"order_id": str(order.id), "region": "eu"}
     assert dead_letter.attempts == 3
     assert dead_letter.reason == "PaymentGatewayUnavailable: The payment provider timed out (sandbox tok_timeout)."
     wait_for(

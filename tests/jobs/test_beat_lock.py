@@ -24,6 +24,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from bench.environment import Processes, RedisServer
+from jobs import routing
 from proj.celery import app as celery_app
 from tests.helpers import wait_for
 from tests.ops.helpers import worker_environment
@@ -70,7 +71,7 @@ def sent_messages(broker: RedisServer) -> list[Sent]:
     """Every message in the broker's queues, oldest first."""
     client = redis.Redis.from_url(broker.url)
     messages = []
-    for queue in ("maintenance", "orders", "notifications", "analytics"):
+    for queue in routing.queue_names():
         for raw in client.lrange(queue, 0, -1):
             headers = json.loads(raw)["headers"]
             expires = datetime.fromisoformat(headers["expires"])

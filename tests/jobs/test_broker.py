@@ -11,11 +11,11 @@ pytestmark = pytest.mark.django_db
 
 
 def take(connection: Connection, count: int) -> list:
-    """Consume `count` messages of the orders queue without acknowledging them."""
+    """Consume `count` messages of the EU orders' queue without acknowledging them."""
     taken = []
     channel = connection.channel()
     channel.basic_qos(prefetch_count=count)
-    consumer = Consumer(channel, queues=[Queue("orders", routing_key="orders")], accept=["json"])
+    consumer = Consumer(channel, queues=[Queue("cloud.eu", routing_key="cloud.eu")], accept=["json"])
     consumer.register_callback(lambda body, message: taken.append(message))
     consumer.consume()
     while len(taken) < count:
@@ -24,8 +24,8 @@ def take(connection: Connection, count: int) -> list:
 
 
 def test_a_message_is_held_by_the_worker_that_took_it_until_it_is_acknowledged():
-    celery_app.send_task("orders.process_order", kwargs={"order_id": "a"}, task_id="held-a")
-    celery_app.send_task("orders.process_order", kwargs={"order_id": "b"}, task_id="held-b")
+    celery_app.send_task("orders.process_order", kwargs={"order_id": "a", "region": "eu"}, task_id="held-a")
+    celery_app.send_task("orders.process_order", kwargs={"order_id": "b", "region": "eu"}, task_id="held-b")
     registry.set_holder("worker@test")
     try:
         with Connection(celery_app.conf.broker_url, transport=broker.Transport) as connection:
@@ -34,7 +34,7 @@ def test_a_message_is_held_by_the_worker_that_took_it_until_it_is_acknowledged()
             held = {
                 tag.decode(): queue.decode() for tag, queue in client.hgetall(registry.held_key("worker@test")).items()
             }
-            assert held == {first.delivery_tag: "orders", second.delivery_tag: "orders"}
+            assert held == {first.delivery_tag: "cloud.eu", second.delivery_tag: "cloud.eu"}
 
             first.ack()
 
@@ -46,7 +46,7 @@ def test_a_message_is_held_by_the_worker_that_took_it_until_it_is_acknowledged()
 
 def test_closing_a_channel_whose_connection_is_gone_does_not_crash_and_keeps_what_it_held():
     # given: a channel holding a message, whose transport lost its connection (kombu sets its client to None)
-    celery_app.send_task("orders.process_order", kwargs={"order_id": "c"}, task_id="held-c")
+    celery_app.send_task("orders.process_order", kwargs={"order_id": "c", "region": "eu"}, task_id="held-c")
     registry.set_holder("worker@test")
     try:
         connection = Connection(celery_app.conf.broker_url, transport=broker.Transport)

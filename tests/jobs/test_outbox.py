@@ -30,6 +30,7 @@ def enqueue_notification(**overrides) -> OutboxMessage:
         "kind": "order_confirmation",
         "recipient": "ada@example.com",
         "context": {},
+        "region": "eu",
     } | overrides
     with transaction.atomic():
         return outbox.publish_on_commit(outbox.task_message(send_notification_task, **kwargs))[0]
@@ -45,7 +46,7 @@ def test_a_message_is_published_with_the_outbox_id_as_task_id(django_capture_on_
     with django_capture_on_commit_callbacks(execute=True):
         message = enqueue_notification()
 
-    [published] = queued_messages("notifications")
+    [published] = queued_messages("cloud.eu")
     assert published["headers"]["id"] == str(message.id)
     assert published["headers"]["task"] == "notifications.send_notification"
     message.refresh_from_db()
@@ -56,14 +57,14 @@ def test_one_transaction_writes_its_messages_together_and_publishes_its_tasks(dj
     # when: two tasks and an event in one transaction
     with django_capture_on_commit_callbacks(execute=True) as callbacks, transaction.atomic():
         messages = outbox.publish_on_commit(
-            outbox.task_message(send_notification_task, order_id="a", channel="email"),
+            outbox.task_message(send_notification_task, order_id="a", channel="email", region="eu"),
             outbox.event_message("order_completed", order_id="a"),
-            outbox.task_message(send_notification_task, order_id="a", channel="push"),
+            outbox.task_message(send_notification_task, order_id="a", channel="push", region="eu"),
         )
 
     # then: one after-commit publish for both tasks; the event waits for the relay
     assert len(callbacks) == 1
-    published = [message["headers"]["id"] for message in queued_messages("notifications")]
+    published = [message["headers"]["id"] for message in queued_messages("cloud.eu")]
     assert sorted(published) == sorted([str(messages[0].id), str(messages[2].id)])
     unsent = sorted(OutboxMessage.objects.filter(sent_at__isnull=True).values_list("name", flat=True))
     assert unsent == ["order_completed"]
@@ -86,7 +87,7 @@ def test_a_failed_publish_leaves_that_task_and_the_rest_to_the_relay(django_capt
     # when
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
         first, second, third = outbox.publish_on_commit(
-            *(outbox.task_message(send_notification_task, order_id=str(index)) for index in range(3))
+            *(outbox.task_message(send_notification_task, order_id=str(index), region="eu") for index in range(3))
         )
 
     # then: the first is sent; the others were not tried again once the broker failed, and wait for the relay
@@ -103,7 +104,7 @@ def test_the_relay_publishes_tasks_that_missed_their_fast_path(django_capture_on
     settings.OUTBOX_RELAY_AFTER_SECONDS = 0
     with django_capture_on_commit_callbacks(execute=False):
         message = enqueue_notification()
-    assert queue_length("notifications") == 0
+    assert queue_length("cloud.eu") == 0
 
     # when
     report = outbox.relay_outbox()
@@ -112,7 +113,7 @@ def test_the_relay_publishes_tasks_that_missed_their_fast_path(django_capture_on
     # then
     assert (report.tasks_sent, report.failed) == (1, 0)
     assert second.tasks_sent == 0
-    assert [published["headers"]["id"] for published in queued_messages("notifications")] == [str(message.id)]
+    assert [published["headers"]["id"] for published in queued_messages("cloud.eu")] == [str(message.id)]
     message.refresh_from_db()
     assert message.sent_at is not None
 
@@ -123,7 +124,7 @@ def test_the_relay_leaves_young_rows_to_the_fast_path(django_capture_on_commit_c
         enqueue_notification()
 
     assert outbox.relay_outbox().tasks_sent == 0
-    assert queue_length("notifications") == 0
+    assert queue_length("cloud.eu") == 0
 
 
 def test_the_relay_batches_events_for_each_consumer():
@@ -191,14 +192,14 @@ def test_concurrent_relays_publish_each_row_once(settings):
     # given: 50 committed rows whose fast path never ran
     settings.OUTBOX_RELAY_AFTER_SECONDS = 0
     OutboxMessage.objects.bulk_create(
-        OutboxMessage(kind=OutboxMessage.Kind.TASK, name="notifications.send_notification", payload={})
+        OutboxMessage(kind=OutboxMessage.Kind.TASK, name="notifications.send_notification", payload={"region": "eu"})
         for _ in range(50)
     )
 
     reports = run_in_threads(3, lambda index: outbox.relay_outbox(batch_size=20))
 
     assert sum(report.tasks_sent for report in reports) == 50
-    ids = [published["headers"]["id"] for published in queued_messages("notifications")]
+    ids = [published["headers"]["id"] for published in queued_messages("cloud.eu")]
     assert len(ids) == len(set(ids)) == 50
 
 
@@ -209,6 +210,7 @@ def test_replaying_a_dead_letter_schedules_the_task_again(django_capture_on_comm
         "kind": "order_failed",
         "recipient": "ada@example.com",
         "context": {"reason": "x"},
+        "region": "eu",
     }
     dead_letter = dead_letters.record_dead_letter(
         task_id="t-1",
@@ -226,7 +228,7 @@ def test_replaying_a_dead_letter_schedules_the_task_again(django_capture_on_comm
     assert dead_letter.replayed_at is not None
     [message] = OutboxMessage.objects.filter(name="notifications.send_notification")
     assert message.payload == kwargs
-    assert queue_length("notifications") == 1
+    assert queue_length("cloud.eu") == 1
     with pytest.raises(DeadLetterAlreadyReplayed):
         dead_letters.replay_dead_letter(dead_letter_id=dead_letter.pk)
 

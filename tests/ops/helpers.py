@@ -13,7 +13,6 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobs import registry
-from jobs.routing import QUEUES
 from orders.models import Order, OrderEvent
 from proj.celery import app as celery_app
 
@@ -76,7 +75,7 @@ def purge_queues() -> None:
     `empty_queues` fixture, and a module-scoped worker that starts before it runs)."""
     with celery_app.connection_for_write() as broker:
         channel = broker.default_channel
-        for queue in QUEUES:
+        for queue in settings.CELERY_TASK_QUEUES:
             queue.bind(channel).purge()
         registry_keys = list(channel.client.scan_iter(match=f"{registry.KEY_PREFIX}*"))
         channel.client.delete("unacked", "unacked_index", *registry_keys)

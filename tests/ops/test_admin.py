@@ -56,7 +56,7 @@ def test_retrying_failed_orders_reopens_them_through_the_outbox(admin_client):
     assert (failed.status, failed.failure_reason) == (Status.PENDING, "")
     assert completed.status == Status.COMPLETED
     [message] = OutboxMessage.objects.filter(name="orders.process_order")
-    assert message.payload == {"order_id": str(failed.pk)}
+    assert message.payload == {"order_id": str(failed.pk), "region": "eu"}
     assert OrderEvent.objects.filter(order=failed).last().note == "Retried by an operator."
     assert messages == [
         "Scheduled 1 order(s) for processing again.",

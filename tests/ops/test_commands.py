@@ -49,10 +49,12 @@ def test_every_command_explains_itself(name, app):
 def test_queue_stats_counts_queues_outbox_dead_letters_and_workers(celery_worker):
     # Wait for the worker's answer (a loaded machine can take longer than the default second), so that it has
     # stopped consuming before the messages are published.
-    replies = celery_app.control.cancel_consumer("orders", destination=[celery_worker.hostname], reply=True, timeout=30)
-    assert replies == [{celery_worker.hostname: {"ok": "no longer consuming from orders"}}]
+    replies = celery_app.control.cancel_consumer(
+        "cloud.eu", destination=[celery_worker.hostname], reply=True, timeout=30
+    )
+    assert replies == [{celery_worker.hostname: {"ok": "no longer consuming from cloud.eu"}}]
     for _ in range(3):
-        process_order_task.apply_async(kwargs={"order_id": "x"}, priority=9)
+        process_order_task.apply_async(kwargs={"order_id": "x", "region": "eu"}, priority=9)
     OutboxMessage.objects.create(kind="event", name="order_placed")
     DeadLetter.objects.create(task_id="t-1", task_name="orders.process_order", reason="gave up")
 
@@ -60,8 +62,10 @@ def test_queue_stats_counts_queues_outbox_dead_letters_and_workers(celery_worker
 
     report = json.loads(stdout)
     assert report["queues"] == {
-        "orders": 3,
-        "notifications": 0,
+        "cloud.eu": 3,
+        "cloud.us": 0,
+        "cloud.ap": 0,
+        "public_fallback": 0,
         "analytics": 0,
         "maintenance": 0,
         "heavy": 0,
@@ -97,7 +101,10 @@ def test_retry_failed_since_a_moment_with_a_dry_run_first(django_capture_on_comm
     assert stdout.splitlines() == ["retried 1/1", "Retried 1 order(s); skipped 0."]
     assert stderr == ""
     assert list(Order.objects.filter(status=Status.PENDING).values_list("pk", flat=True)) == [recent.pk]
-    assert OutboxMessage.objects.get(name="orders.process_order").payload == {"order_id": str(recent.pk)}
+    assert OutboxMessage.objects.get(name="orders.process_order").payload == {
+        "order_id": str(recent.pk),
+        "region": "eu",
+    }
 
 
 def test_retry_failed_refuses_a_moment_it_cannot_read():

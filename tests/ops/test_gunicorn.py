@@ -40,7 +40,7 @@ def test_every_gunicorn_worker_reports_what_another_process_wrote():
         # Written by this process, after the gunicorn workers started: no worker can have counted it itself.
         make_order(status=Status.COMPLETED, seconds_to_final=3)
         make_order(status=Status.FAILED, seconds_to_final=30)
-        process_order_task.apply_async(kwargs={"order_id": "x"})
+        process_order_task.apply_async(kwargs={"order_id": "x", "region": "eu"})
 
         scrapes = []
         for _ in range(12):
@@ -50,7 +50,7 @@ def test_every_gunicorn_worker_reports_what_another_process_wrote():
                 (
                     samples[("shop_orders", (("status", "completed"),))],
                     samples[("shop_orders", (("status", "failed"),))],
-                    samples[("celery_queue_length", (("queue_name", "orders"),))],
+                    samples[("celery_queue_length", (("queue_name", "cloud.eu"),))],
                     samples[("shop_order_placement_to_final_seconds_count", (("status", "completed"),))],
                 )
             )

@@ -30,13 +30,14 @@ def pipeline(django_capture_on_commit_callbacks):
     make_order(status=Status.FAILED, seconds_to_final=700)
     make_order(status=Status.CANCELLED, seconds_to_final=20)
 
-    process_order_task.apply_async(kwargs={"order_id": "a"})
-    # Redis keeps priority messages in sub-queues (`orders\x06\x166`): they wait all the same.
-    process_order_task.apply_async(kwargs={"order_id": "b"}, priority=6)
-    celery_app.send_task("notifications.send_notification", kwargs={})
+    process_order_task.apply_async(kwargs={"order_id": "a", "region": "eu"})
+    # Redis keeps priority messages in sub-queues (`cloud.eu\x06\x166`): they wait all the same.
+    process_order_task.apply_async(kwargs={"order_id": "b", "region": "eu"}, priority=6)
+    # A US order's notification, with no US worker alive: the public pool's queue.
+    celery_app.send_task("notifications.send_notification", kwargs={"region": "us"})
 
     with django_capture_on_commit_callbacks(execute=False), transaction.atomic():
-        outbox.publish_on_commit(outbox.task_message(process_order_task, order_id="c"))  # its publish never happens
+        outbox.publish_on_commit(outbox.task_message(process_order_task, order_id="c", region="eu"))  # never published
         outbox.publish_on_commit(outbox.event_message("order_placed", order_id="c"))
     OutboxMessage.objects.filter(kind="task").update(created_at=timezone.now() - timedelta(minutes=10))
     OutboxMessage.objects.create(kind="task", name="orders.process_order", sent_at=timezone.now())
@@ -55,8 +56,10 @@ def test_metrics_report_queues_outbox_dead_letters_and_orders(client, pipeline):
     assert response["Content-Type"].startswith("text/plain; version=")
     samples = parse_metrics(response.content.decode())
     assert {labels: value for (name, labels), value in samples.items() if name == "celery_queue_length"} == {
-        (("queue_name", "orders"),): 2,
-        (("queue_name", "notifications"),): 1,
+        (("queue_name", "cloud.eu"),): 2,
+        (("queue_name", "cloud.us"),): 0,
+        (("queue_name", "cloud.ap"),): 0,
+        (("queue_name", "public_fallback"),): 1,
         (("queue_name", "analytics"),): 0,
         (("queue_name", "maintenance"),): 0,
         (("queue_name", "heavy"),): 0,

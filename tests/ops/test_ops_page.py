@@ -42,7 +42,7 @@ def test_ops_data_shows_the_numbers_of_metrics(admin_client, client):
     make_order(status=Status.PENDING)
     make_order(status=Status.COMPLETED, seconds_to_final=2)
     DeadLetter.objects.create(task_id="t-1", task_name="orders.process_order", reason="gave up")
-    process_order_task.apply_async(kwargs={"order_id": "x"})
+    process_order_task.apply_async(kwargs={"order_id": "x", "region": "eu"})
 
     data = admin_client.get("/ops/data").json()
     samples = parse_metrics(client.get("/metrics").content.decode())
@@ -51,8 +51,10 @@ def test_ops_data_shows_the_numbers_of_metrics(admin_client, client):
         status: samples[("shop_orders", (("status", status),))] for status in Order.Status.values
     }
     assert data["queue_lengths"] == {
-        "orders": 1,
-        "notifications": 0,
+        "cloud.eu": 1,
+        "cloud.us": 0,
+        "cloud.ap": 0,
+        "public_fallback": 0,
         "analytics": 0,
         "maintenance": 0,
         "heavy": 0,

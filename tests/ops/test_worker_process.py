@@ -33,7 +33,8 @@ from tests.ops.helpers import (
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUES = "orders,notifications,analytics,maintenance"
+# Every queue but `heavy`, as the production worker line (Procfile, docker-compose.yml).
+EXCLUDED_QUEUES = "heavy"
 FLOWER_USER, FLOWER_PASSWORD = "ops", "flower-test-password"
 
 
@@ -70,7 +71,7 @@ def start_worker(directory: Path, **environment: str) -> WorkerProcess:
         **environment,
     )
     command = [sys.executable, "-m", "celery", "-A", "proj", "worker", "--pool", "prefork", "--concurrency", "2"]
-    command += ["--queues", QUEUES, "--hostname", hostname, "--loglevel", "INFO", "--without-mingle"]
+    command += ["--exclude-queues", EXCLUDED_QUEUES, "--hostname", hostname, "--loglevel", "INFO", "--without-mingle"]
     with log_path.open("w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
     return WorkerProcess(
@@ -133,7 +134,9 @@ def place(token: str) -> Order:
 
 
 def process_order_task_id(order: Order) -> str:
-    return str(OutboxMessage.objects.get(name="orders.process_order", payload={"order_id": str(order.pk)}).pk)
+    return str(
+        OutboxMessage.objects.get(name="orders.process_order", payload={"order_id": str(order.pk), "region": "eu"}).pk
+    )
 
 
 def test_the_probes_pass_while_the_worker_consumes(worker):
@@ -157,7 +160,7 @@ def test_task_metrics_of_every_worker_process_on_one_endpoint(worker):
     # No such template: fails at once (not a transient error), and is dead-lettered.
     send_notification_task.apply_async(
         kwargs={"order_id": "0b6bd2b5-7c1a-4a5e-9d27-3f1c6f1d2c11", "channel": "email", "kind": "no_such_kind",
-                "recipient": "ada@example.com", "context": {}},
+                "recipient": "ada@example.com", "context": {}, "region": "eu"},
     )  # fmt: skip
     wait_for(
         lambda: Notification.objects.filter(status="sent").count() == 3,
@@ -174,10 +177,10 @@ def test_task_metrics_of_every_worker_process_on_one_endpoint(worker):
         return tuple(sorted({"name": name, "hostname": host, "queue_name": queue, **extra}.items()))
 
     orders, notifications = (
-        labels("orders.process_order", "orders"),
-        labels("notifications.send_notification", "notifications"),
+        labels("orders.process_order", "cloud.eu"),
+        labels("notifications.send_notification", "cloud.eu"),
     )
-    failed = labels("notifications.send_notification", "notifications", exception="TemplateDoesNotExist")
+    failed = labels("notifications.send_notification", "cloud.eu", exception="TemplateDoesNotExist")
     wait_for(
         lambda: (
             metrics().get(("celery_task_failed_total", failed)) == 1

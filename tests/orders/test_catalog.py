@@ -81,7 +81,7 @@ def test_setting_an_image_stores_it_and_schedules_its_thumbnail_on_the_heavy_que
     )
     assert (media_root / "products/images/mug.jpg").read_bytes() == JPEG
     assert thumbnail_messages() == [({"product_id": product.pk, "image_version": 1}, True)]
-    assert (queue_length("heavy"), queue_length("orders")) == (1, 0)
+    assert (queue_length("heavy"), queue_length("cloud.eu")) == (1, 0)
     with celery_app.connection_for_write() as broker:
         message = broker.SimpleQueue("heavy").get(timeout=1)
         assert message.headers["task"] == "orders.make_thumbnail"

@@ -40,7 +40,9 @@ def test_place_order_prices_from_the_database(product):
         ("TEE-001", 1, Decimal("24.99")),
     ]
     assert timeline(order) == ["pending"]
-    assert [message.payload for message in outbox("task", "orders.process_order")] == [{"order_id": str(order.id)}]
+    assert [message.payload for message in outbox("task", "orders.process_order")] == [
+        {"order_id": str(order.id), "region": "eu"}
+    ]
     assert [message.payload for message in outbox("event", "order_placed")] == [
         {"order_id": str(order.id), "region": "eu", "total": "54.99", "currency": "EUR"}
     ]
@@ -56,16 +58,16 @@ def test_place_order_merges_a_sku_listed_twice(product):
 def test_place_order_publishes_only_after_commit(product, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         order = place()
-        assert queue_length("orders") == 0
+        assert queue_length("cloud.eu") == 0
 
     for callback in callbacks:
         callback()
 
-    assert queue_length("orders") == 1
+    assert queue_length("cloud.eu") == 1
     [message] = outbox("task", "orders.process_order")
     assert message.sent_at is not None
     assert message.publish_attempts == 1
-    assert message.payload == {"order_id": str(order.id)}
+    assert message.payload == {"order_id": str(order.id), "region": "eu"}
 
 
 def test_a_rolled_back_placement_schedules_nothing(product, django_capture_on_commit_callbacks):
@@ -80,7 +82,7 @@ def test_a_rolled_back_placement_schedules_nothing(product, django_capture_on_co
     assert callbacks == []
     assert Order.objects.count() == 0
     assert OutboxMessage.objects.count() == 0
-    assert queue_length("orders") == 0
+    assert queue_length("cloud.eu") == 0
 
 
 @pytest.mark.parametrize(
@@ -158,6 +160,7 @@ def test_process_order_reserves_stock_charges_and_completes(product, sandbox):
             "currency": "EUR",
             "items": [{"sku": "MUG-001", "name": "Mug", "quantity": 3}],
         },
+        "region": "eu",
     }
     assert len(outbox("event", "order_completed")) == 1
 
@@ -387,7 +390,7 @@ def test_only_failed_orders_can_be_retried(product):
 def test_a_resumed_order_is_charged_once(product, sandbox):
     # given: a worker reserved stock and was killed before charging (the order is left in processing)
     order = place()
-    services._start_processing(str(order.id))
+    services._start_processing(str(order.id), services.NO_PROCESSOR)
 
     # when: the redelivered message runs twice
     services.process_order(order_id=str(order.id))

@@ -7,7 +7,7 @@
   const POLL_MILLISECONDS = 5000;
   const SVG = "http://www.w3.org/2000/svg";
   const COLORS = {
-    orders: "#2563eb", notifications: "#9333ea", analytics: "#0d9488", maintenance: "#64748b",
+    public_fallback: "#9333ea", analytics: "#0d9488", maintenance: "#64748b", heavy: "#a16207",
     pending: "#94a3b8", processing: "#3b82f6", completed: "#16a34a", failed: "#dc2626", cancelled: "#f59e0b",
     placed: "#94a3b8", p50: "#16a34a", p90: "#f59e0b", p99: "#dc2626",
   };
@@ -126,6 +126,20 @@
     return node;
   }
 
+  // A region whose queue has work and no live worker is in red: its orders wait (strict) or go public.
+  function regionRow({ region, queue, strict, waiting, in_flight: inFlight, workers }) {
+    const row = document.createElement("tr");
+    if (workers === 0 && (waiting || 0) + (inFlight || 0) > 0) row.className = "alert";
+    for (const [value, number] of [[region], [queue], [strict ? "yes" : "no"], [waiting, true], [inFlight, true],
+                                   [workers, true]]) {
+      const cell = document.createElement("td");
+      if (number) cell.className = "number";
+      cell.textContent = value === null || value === undefined ? "–" : number ? formatNumber(value) : value;
+      row.append(cell);
+    }
+    return row;
+  }
+
   function render(data) {
     const now = Date.parse(data.time);
     const windowStart = Date.parse(data.since);
@@ -147,6 +161,7 @@
     }
     if (data.dead_letters) tiles.push(tile("dead letters pending", data.dead_letters.pending, data.dead_letters.pending > 0));
     document.getElementById("tiles").replaceChildren(...tiles);
+    document.getElementById("regions").replaceChildren(...(data.regions || []).map(regionRow));
 
     if (data.queue_lengths) {
       for (const [queue, length] of Object.entries(data.queue_lengths)) {
