@@ -97,13 +97,15 @@ LOG_FINDINGS = {
     "poison message dead-lettered": "Poison message",
     "deadlock detected (retried)": "deadlock detected",
 }
-# What the reconcilers and the relay log when they recover something the reaper could not: a message lost between
-# Redis and a worker (kombu's pop-before-record window). The soak counts the items (the number in each line).
+# What the reconcilers and the relay log when they schedule work again. The soak counts the items (the number in
+# each line). Its thresholds (45 s) are shorter than its backlog takes to drain, so most of what they schedule was
+# only late; `undelivered` tells the lost from the late.
 RECONCILED = {
     "orders rescheduled by the stuck-order reconciler": re.compile(r"Scheduling again (\d+) orders unfinished"),
     "orders whose notifications were rescheduled": re.compile(r"notifications of (\d+) final orders"),
     "events sent again by the relay": re.compile(r"Relay sends (\d+) events again"),
 }
+RECEIVED = re.compile(r"Task ([\w.]+)\[([0-9a-f-]{36})\] received")
 MESSAGE_ID = re.compile(r"<([0-9a-f-]{36})\.([a-z_]+)@")
 ORDER_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -384,6 +386,37 @@ def reconciled(work_dir: Path) -> dict[str, int]:
     return {name: found[name] for name in RECONCILED}
 
 
+def undelivered(work_dir: Path) -> dict[str, list[str]]:
+    """Per task, the first messages published for an order that no worker ever took (the ids).
+
+    The first process_order of each order, the first send_notification of each notification it owed: their outbox id
+    is their task id, and every worker logs "Task <name>[<id>] received" when it takes one. Published and never
+    taken means lost in Redis; the reconcilers redid that work. Taken late is not lost: a reconciler's copy of it
+    finds the work done.
+    """
+    received: dict[str, set[str]] = {"orders.process_order": set(), "notifications.send_notification": set()}
+    for path in work_dir.glob("worker-*.log"):
+        for match in RECEIVED.finditer(path.read_text(errors="replace")):
+            if match.group(1) in received:
+                received[match.group(1)].add(match.group(2))
+    with contextlib.closing(env.database()) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT DISTINCT ON (name, payload->>'order_id', payload->>'kind', payload->>'channel') name, id::text
+            FROM jobs_outboxmessage
+            WHERE kind = 'task' AND sent_at IS NOT NULL AND name = ANY(%s)
+            ORDER BY name, payload->>'order_id', payload->>'kind', payload->>'channel', created_at
+            """,
+            [list(received)],
+        )
+        first = cursor.fetchall()
+    lost: dict[str, list[str]] = {name: [] for name in received}
+    for name, message_id in first:
+        if message_id not in received[name]:
+            lost[name].append(message_id)
+    return lost
+
+
 def diagnose(order_ids: list[str]) -> list[str]:
     """For orders whose effects went wrong: their confirmation's notification row and outbox message, one line each.
 
@@ -501,6 +534,7 @@ def soak(settings: Settings, *, work_dir: Path) -> tuple[dict, Chaos, dict]:
         counts["log_findings"] = log_findings(work_dir)
         counts["recovery"] = recovery(chaos.in_flight_at_kill)
         counts["reconciled"] = reconciled(work_dir)
+        counts["undelivered"] = undelivered(work_dir)
         counts["kills"] = dict(chaos.kills)
         wrong = [*counts["duplicates"].values(), *counts["missing"].values(), counts["resent"]]
         counts["diagnosis"] = diagnose(sorted({order_id for ids in wrong for order_id in ids}))
@@ -543,8 +577,14 @@ def render(settings: Settings, counts: dict, chaos: Chaos, placement: dict) -> t
         f"- workers that exited by themselves (replaced, as a supervisor would): {chaos.kills['exited by itself']}",
         *(f"- in the worker logs, {name}: {number}" for name, number in counts["log_findings"].items()),
         *(
-            f"- recovered by the reconcilers or the relay (lost between Redis and a worker), {name}: {number}"
+            f"- scheduled again by the reconcilers or the relay (lost, or only later than their thresholds), "
+            f"{name}: {number}"
             for name, number in counts["reconciled"].items()
+        ),
+        *(
+            f"- published and never taken by any worker (lost in Redis; a reconciler redid the work), {name}: "
+            f"{len(ids)}" + (f" (e.g. {', '.join(ids[:3])})" if ids else "")
+            for name, ids in counts["undelivered"].items()
         ),
     ]
     recovery_rows = [
@@ -576,7 +616,7 @@ def render(settings: Settings, counts: dict, chaos: Chaos, placement: dict) -> t
     markdown += f"\n## Result: {verdict}\n\n{table}\n\n### Duplicated effects\n\n" + "\n".join(details)
     markdown += "\n\n### Lost effects (of orders that are final)\n\n" + "\n".join(missing)
     if counts["diagnosis"]:
-        markdown += "\n\n### Orders with a lost or duplicated effect\n\n" + "\n".join(counts["diagnosis"])
+        markdown += "\n\n### Orders with a lost, duplicated or resent effect\n\n" + "\n".join(counts["diagnosis"])
     markdown += "\n\n### Recovery of what killed workers held\n\n" + recovery_table
     markdown += "\n\n### Observations\n\n" + "\n".join(observations)
     markdown += "\n\n## Chaos log\n\n```\n" + "\n".join(chaos.log) + "\n```\n"
