@@ -148,9 +148,43 @@ def local_probe_command(command: list[str]) -> list[str]:
     return [sys.executable, *command[1:]]
 
 
-def router_queue_names() -> tuple[str, ...]:
-    """Every queue the router can send to."""
-    return tuple(importlib.import_module("jobs.routing").QUEUE_NAMES)
+def configured_list(rendering: "Rendering", key: str) -> list[str]:
+    """A comma-separated setting as the site's shop-config states it (the routing keys are always stated there)."""
+    value = rendering.find("ConfigMap", "shop-config")["data"][key]
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def declared_queue_names(rendering: "Rendering") -> tuple[str, ...]:
+    """Every queue this site's workers declare (CELERY_TASK_QUEUES from the site's ORDER_REGIONS)."""
+    return tuple(queue.name for queue in _routing().declared_queues(configured_list(rendering, "ORDER_REGIONS")))
+
+
+def router_queue_names(rendering: "Rendering") -> tuple[str, ...]:
+    """Every queue the router of this site can send to: its regions', `public_fallback` unless every region is
+    strict (the router never sends a strict region's message there), and the central ones."""
+    routing = _routing()
+    regions = configured_list(rendering, "ORDER_REGIONS")
+    may_fall_back = set(regions) - set(configured_list(rendering, "STRICT_RESIDENCY_REGIONS"))
+    return tuple(name for name in declared_queue_names(rendering) if name != routing.PUBLIC_FALLBACK or may_fall_back)
+
+
+def consumed_queues(container: Container, rendering: "Rendering") -> set[str]:
+    """What a worker container consumes, as ops/worker.py decides: its --queues; else, with WORKER_REGION, that
+    region's queue (or the public pool's); else every queue the site declares."""
+    routing = _routing()
+    if queues := container.option("--queues"):
+        return set(queues.split(","))
+    region = environment(container, rendering).get("WORKER_REGION")
+    if region == routing.PUBLIC:
+        return {routing.PUBLIC_FALLBACK}
+    if region:
+        return {routing.region_queue(region)}
+    return set(declared_queue_names(rendering))
+
+
+def _routing():
+    """jobs.routing, imported when asked: rendering and validating need neither Django nor Celery."""
+    return importlib.import_module("jobs.routing")
 
 
 def kubectl() -> str:

@@ -216,7 +216,8 @@ ORDER_REGIONS = env_list("ORDER_REGIONS", "eu,us,ap")
 # the public pool; with none alive their orders wait (README "Regions and data residency").
 STRICT_RESIDENCY_REGIONS = env_list("STRICT_RESIDENCY_REGIONS", "eu")
 # Another region's orders go to the public pool when their region has no live worker, or this many messages wait
-# in its queue: about 30 s of one pool's throughput (docs/autoscaling.md), the drain time the autoscaler targets.
+# in its queue: the backlog at which the orders pool's autoscaler adds a pod (1800 messages per pod, 15 to 30 s of
+# one pod's work: docs/autoscaling.md), so a region falls back only when it is at least that far behind.
 PUBLIC_FALLBACK_BACKLOG = env_int("PUBLIC_FALLBACK_BACKLOG", 1800)
 # What already waits in such a region's queue moves to the public pool once the region has had no live worker this
 # long: past a rolling restart's gap (a worker's soft shutdown, 25 s), before customers notice.

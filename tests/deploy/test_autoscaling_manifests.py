@@ -11,9 +11,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from django.conf import settings
 
 from deploy.autoscale.quantity import parse_quantity
-from jobs.routing import queue_names
+from jobs.routing import PUBLIC_FALLBACK, queue_names, region_queue
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 COMPONENT = REPOSITORY / "deploy/k8s/components/autoscaling"
@@ -51,7 +52,8 @@ def selected_queues(selector: dict) -> set[str]:
 def queried_queues(query: str) -> set[str]:
     match = re.search(r'queue_name=~?"([^"]+)"', query)
     assert match, query
-    return set(match.group(1).split("|"))
+    # A regex of alternatives, each a queue name with its dots escaped (`\\.` in the PromQL string).
+    return {name.replace("\\\\.", ".") for name in match.group(1).split("|")}
 
 
 @pytest.mark.parametrize("name", POOLS)
@@ -107,7 +109,15 @@ def test_every_pool_has_one_hpa_and_one_scaled_object_and_every_queue_a_pool():
     assert named <= set(queue_names()) | PLANNED_QUEUES
     assert set(queue_names()) <= named
     assert sum(len(queues) for queues in queues_by_pool.values()) == len(named)  # no queue scales two pools
-    assert queues_by_pool["worker-io"] == {"notifications", "analytics"}
+    # Notifications carry personal data and go with their orders, by region; analytics and exports do not.
+    assert queues_by_pool["worker-io"] == {"analytics"}
+    assert queues_by_pool["worker-orders"] == {*map(region_queue, settings.ORDER_REGIONS), PUBLIC_FALLBACK}
+
+
+def test_a_region_falls_back_to_the_public_pool_at_one_orders_pod_s_target():
+    target = autoscalers()["worker-orders"]["spec"]["metrics"][0]["external"]["target"]["averageValue"]
+
+    assert parse_quantity(target) == settings.PUBLIC_FALLBACK_BACKLOG
 
 
 @pytest.mark.parametrize("name", POOLS)

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from celery.utils.imports import symbol_by_name
 from django.conf import settings
+from django.test import override_settings
 from flower.command import is_flower_envvar
 
 from deploy import manifests
+from jobs import routing
 from jobs.beat import LockedDatabaseScheduler
 
 ROOT = manifests.ROOT
@@ -173,9 +175,13 @@ def test_every_pool_stops_gracefully_within_its_grace_period(name):
 def test_every_pool_runs_celery_in_exec_form_with_explicit_queues_and_concurrency(name):
     for pool, container in pools(name).items():
         assert container.spec["command"] == ["celery", "-A", "proj", "worker"], pool
-        assert container.option("--queues"), pool
+        # Explicit queues or a region (its one queue), not both: never a worker that consumes whatever is declared.
+        region = manifests.environment(container, rendering(name)).get("WORKER_REGION")
+        assert bool(container.option("--queues")) != bool(region), pool
         assert int(container.option("--concurrency")) >= 1, pool
         assert container.option("--loglevel") == "INFO", pool
+    # A region is a pod's, never every container's.
+    assert "WORKER_REGION" not in rendering(name).find("ConfigMap", "shop-config")["data"]
 
 
 @pytest.mark.parametrize("name", RENDERINGS)
@@ -265,14 +271,16 @@ def test_the_secret_is_a_template_of_placeholders(name):
     assert (secret["stringData"]["SECRET_KEY"], secret["stringData"]["FLOWER_BASIC_AUTH"]) == ("", "")
 
 
+def consumed(name: str) -> dict[str, set[str]]:
+    return {pool: manifests.consumed_queues(container, rendering(name)) for pool, container in pools(name).items()}
+
+
 @pytest.mark.parametrize("name", RENDERINGS)
 def test_every_queue_the_router_sends_to_is_consumed_by_exactly_one_running_pool(name):
-    consumers = {
-        queue: [pool for pool, container in pools(name).items() if queue in container.option("--queues").split(",")]
-        for queue in manifests.router_queue_names()
-    }
+    router_queues = manifests.router_queue_names(rendering(name))
+    consumers = {queue: [pool for pool, queues in consumed(name).items() if queue in queues] for queue in router_queues}
 
-    assert {queue: len(pool) for queue, pool in consumers.items()} == dict.fromkeys(manifests.router_queue_names(), 1)
+    assert {queue: len(pool) for queue, pool in consumers.items()} == dict.fromkeys(router_queues, 1)
     for queue, (pool,) in consumers.items():
         assert pools(name)[pool].workload["spec"].get("replicas", 1) >= 1, queue
 
@@ -280,10 +288,40 @@ def test_every_queue_the_router_sends_to_is_consumed_by_exactly_one_running_pool
 @pytest.mark.parametrize("name", RENDERINGS)
 def test_a_pool_for_a_queue_the_router_does_not_declare_yet_runs_no_pod(name):
     # A worker asked for an undeclared queue exits at start (CELERY_TASK_CREATE_MISSING_QUEUES is off).
-    for pool, container in pools(name).items():
-        undeclared = set(container.option("--queues").split(",")) - set(manifests.router_queue_names())
+    for pool, queues in consumed(name).items():
+        undeclared = queues - set(manifests.declared_queue_names(rendering(name)))
         if undeclared:
-            assert container.workload["spec"].get("replicas", 1) == 0, (pool, undeclared)
+            assert pools(name)[pool].workload["spec"].get("replicas", 1) == 0, (pool, undeclared)
+
+
+def test_the_router_of_a_rendering_is_the_service_s_router_with_the_site_s_regions():
+    # The router's own queue names, from the settings the tests run with (the shipped defaults) ...
+    assert manifests.declared_queue_names(rendering("production")) == routing.queue_names()
+    # ... and an EU site's: its one strict region, so nothing can be sent to the public pool.
+    assert manifests.router_queue_names(rendering("eu")) == ("cloud.eu", *routing.CENTRAL_QUEUES)
+
+
+@pytest.mark.parametrize("key", ["ORDER_REGIONS", "STRICT_RESIDENCY_REGIONS"])
+def test_the_base_states_the_routing_settings_as_the_service_defaults_them(key):
+    # The pools' queues are derived from these; a default changed in proj/settings.py must change them too.
+    assert manifests.configured_list(rendering("production"), key) == getattr(settings, key)
+    assert int(rendering("production").find("ConfigMap", "shop-config")["data"]["PUBLIC_FALLBACK_BACKLOG"]) == (
+        settings.PUBLIC_FALLBACK_BACKLOG
+    )
+
+
+def test_the_eu_site_processes_eu_orders_on_eu_pods_alone():
+    orders = pools("eu")["worker-orders"]
+    environment = manifests.environment(orders, rendering("eu"))
+
+    assert orders.option("--queues") is None
+    assert environment["WORKER_REGION"] == "eu"
+    assert consumed("eu")["worker-orders"] == {"cloud.eu"}
+    assert manifests.configured_list(rendering("eu"), "ORDER_REGIONS") == ["eu"]
+    assert "eu" in manifests.configured_list(rendering("eu"), "STRICT_RESIDENCY_REGIONS")
+    # The same command as every other site's, told its region: what ops/worker.py accepts (one of the two).
+    with override_settings(ORDER_REGIONS=["eu"]):
+        assert routing.queues_of_worker_region(environment["WORKER_REGION"]) == ["cloud.eu"]
 
 
 @pytest.mark.parametrize("name", RENDERINGS)

@@ -33,7 +33,7 @@ def test_promtool_checks_the_rules(promtool):
     result = run(promtool, "check", "rules", str(RULES), cwd=RULES_DIRECTORY)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 10 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def test_promtool_runs_the_rule_tests(promtool):
@@ -58,8 +58,9 @@ def test_the_two_replica_test_fails_on_rules_that_sum_over_web_replicas(promtool
     result = run(promtool, "test", "rules", "tests/autoscaling.test.yml", cwd=tmp_path)
 
     assert result.returncode == 1
-    # worker-io's two queues, 520 messages, read as 1040: each queue counted once per web replica.
-    assert "exp: {} 5.2E+02\n        got: {} 1.04E+03" in result.stderr
+    # worker-orders' three queues, 3524 messages, read as 7044: each queue's waiting messages counted once per web
+    # replica (the 4 in flight are still taken once).
+    assert "exp: {} 3.524E+03\n        got: {} 7.044E+03" in result.stderr
 
 
 def expressions_under_test() -> set[str]:
@@ -75,12 +76,15 @@ def test_the_keda_queries_are_the_tested_ones():
 
     tested = queries & expressions_under_test()
 
-    # orders and io are tested with two web replicas; heavy and maintenance are the same query on one queue.
+    # orders and io are tested with two web replicas; heavy and maintenance are io's query on another queue.
     assert tested == {
-        'sum(max by (queue_name) (shop:queue_backlog:max{namespace="shop",queue_name="orders"}))',
-        'sum(max by (queue_name) (shop:queue_backlog:max{namespace="shop",queue_name=~"notifications|analytics"}))',
+        'sum(max by (queue_name) (shop:queue_backlog:max{namespace="shop",'
+        'queue_name=~"cloud\\\\.eu|cloud\\\\.us|cloud\\\\.ap|public_fallback"}))',
+        'sum(max by (queue_name) (shop:queue_backlog:max{namespace="shop",queue_name="analytics"}))',
     }
-    assert {query.replace('"heavy"', '"orders"').replace('"maintenance"', '"orders"') for query in queries} == tested
+    assert {query.replace('"heavy"', '"analytics"').replace('"maintenance"', '"analytics"') for query in queries} == (
+        tested
+    )
 
 
 def test_the_adapter_query_is_the_tested_one_with_the_matchers_the_adapter_adds():
@@ -88,8 +92,11 @@ def test_the_adapter_query_is_the_tested_one_with_the_matchers_the_adapter_adds(
     (rule,) = config["externalRules"]
     query = rule["metricsQuery"].replace("<<.Series>>", "shop:queue_backlog:max")
 
-    orders = query.replace("<<.LabelMatchers>>", 'namespace="shop",queue_name="orders"')
-    io = query.replace("<<.LabelMatchers>>", 'namespace="shop",queue_name=~"notifications|analytics"')
+    # An HPA's `In` selector becomes a regex of the values joined; `matchLabels` an equality.
+    orders = query.replace(
+        "<<.LabelMatchers>>", 'namespace="shop",queue_name=~"cloud.eu|cloud.us|cloud.ap|public_fallback"'
+    )
+    io = query.replace("<<.LabelMatchers>>", 'namespace="shop",queue_name="analytics"')
 
     assert {orders, io} <= expressions_under_test()
     assert rule["seriesQuery"].startswith("shop:queue_backlog:max{")
