@@ -258,7 +258,8 @@ PAYMENT_SANDBOX_TIMEOUTS_BEFORE_SUCCESS = env_int("PAYMENT_SANDBOX_TIMEOUTS_BEFO
 OUTBOX_RELAY_AFTER_SECONDS = env_int("OUTBOX_RELAY_AFTER_SECONDS", 10)
 # How often beat runs the relay; events for analytics wait at most about this long.
 OUTBOX_RELAY_INTERVAL_SECONDS = env_float("OUTBOX_RELAY_INTERVAL_SECONDS", 2.0)
-# Rows per relay transaction: one batch message of events stays well under a megabyte.
+# Rows per relay transaction: one batch message of events stays well under a megabyte. A run relays batch after
+# batch while they are full, for up to OUTBOX_RELAY_INTERVAL_SECONDS (jobs/outbox.py).
 OUTBOX_RELAY_BATCH_SIZE = env_int("OUTBOX_RELAY_BATCH_SIZE", 500)
 # The tasks that receive batches of events, each confirming them under its own name once handled
 # (jobs.base.EventConsumerTask). The export joins them by itself when it has a function (below), and only then.

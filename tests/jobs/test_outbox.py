@@ -146,6 +146,21 @@ def test_the_relay_batches_events_for_each_consumer():
     assert outbox.relay_outbox().events_sent == 0
 
 
+def test_a_run_relays_batch_after_batch_while_they_are_full_within_its_budget():
+    with transaction.atomic():
+        placed = [outbox.publish_on_commit(outbox.event_message("order_placed", order_id=str(n)))[0] for n in range(5)]
+
+    one_batch = outbox.relay_outbox(batch_size=2, budget_seconds=0)
+    rest = outbox.relay_outbox(batch_size=2)
+
+    # A run with no time left still sends its first batch; one with time sends until a batch is not full.
+    assert (one_batch.events_sent, rest.events_sent) == (2, 3)
+    batches = published_event_ids("analytics")
+    assert sorted(map(len, batches)) == [1, 2, 2]
+    assert sorted(event_id for batch in batches for event_id in batch) == sorted(str(event.id) for event in placed)
+    assert outbox.relay_outbox(batch_size=2).events_sent == 0
+
+
 ORDER_A, ORDER_B = "0b6bd2b5-7c1a-4a5e-9d27-3f1c6f1d2c11", "5d0f1f0e-3b8a-4f4e-8c55-0f1b1d7e9a21"
 
 
