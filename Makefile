@@ -32,6 +32,7 @@ bench:    ## the engines table (Celery, RQ, Huey, Dramatiq), the order pipeline 
 	.venv/bin/python -m bench engines
 	.venv/bin/python -m bench orders
 	.venv/bin/python -m bench profile
+	.venv/bin/python -m bench relay
 
 soak:     ## 2,000 orders through the API while workers are killed and Redis restarts; fails on a lost or doubled order
 	bin/bootstrap requirements-dev.txt

@@ -3,12 +3,13 @@
 import signal
 import sys
 
-from bench import engines, orders, profiling, soak, worker
+from bench import engines, orders, profiling, relay, soak, worker
 
 COMMANDS = {
     "engines": engines.main,
     "orders": orders.main,
     "profile": profiling.main,
+    "relay": relay.main,
     "soak": soak.main,
     "worker": worker.main,
 }

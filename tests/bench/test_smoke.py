@@ -26,6 +26,7 @@ SMOKE_RUNS = {
     "engines-others": ["engines", *ENGINES_SMOKE, "--engines", "rq-fork,rq-simple,huey,dramatiq"],
     "orders": ["orders", "--orders", "30", "--clients", "4", "--runs", "1"],
     "profile": ["profile", "--orders", "20"],
+    "relay": ["relay", "--events", "1200", "--runs", "1"],
 }
 TIMEOUT_SECONDS = 600
 
@@ -117,6 +118,15 @@ def test_orders_reports_both_variants_bare_celery_and_the_ratios_and_loses_no_or
     assert all(rows["ratios"][column.key] != "" for column in orders.RATIO_COLUMNS)
     markdown = (directory / "report.md").read_text()
     assert all(column.heading in markdown for column in orders.COLUMNS + orders.RATIO_COLUMNS)
+
+
+def test_relay_reports_both_modes_and_relays_every_event_batch_after_batch(results):
+    rows = {row["mode"]: row for row in read_csv(results["relay"] / "runs.csv")}
+
+    assert set(rows) == {"one batch", "batch after batch"}
+    # 1200 waiting: one batch is OUTBOX_RELAY_BATCH_SIZE (500); a run as beat makes it relays all of them.
+    assert (rows["one batch"]["events_sent"], rows["batch after batch"]["events_sent"]) == ("500", "1200")
+    assert "| batch after batch |" in (results["relay"] / "report.md").read_text()
 
 
 def test_profile_reports_queries_round_trips_and_time_per_order(results):
