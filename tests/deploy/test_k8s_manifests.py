@@ -19,6 +19,7 @@ from flower.command import is_flower_envvar
 from deploy import manifests
 from jobs import routing
 from jobs.beat import LockedDatabaseScheduler
+from tests.deploy import dockerfile
 
 ROOT = manifests.ROOT
 RENDERINGS = [rendering.name for rendering in manifests.renderings()]
@@ -510,9 +511,9 @@ def test_only_web_is_reachable_from_outside_and_metrics_and_flower_from_monitori
 
 
 def test_the_image_runs_as_the_user_the_pods_run_as_from_a_pinned_base():
-    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
-    (base,) = [line.split()[1] for line in dockerfile if line.startswith("FROM ")]
-    (user,) = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    # The image is the Dockerfile's last stage; the stages before it only build parts of it (test_dockerfile.py).
+    base = dockerfile.image().image
+    (user,) = dockerfile.image().arguments("USER")
     pod_users = {
         (container.pod["securityContext"]["runAsUser"], container.pod["securityContext"]["runAsGroup"])
         for name in RENDERINGS

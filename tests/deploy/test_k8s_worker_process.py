@@ -22,6 +22,7 @@ import requests
 
 from deploy import manifests
 from orders.models import Order
+from tests.deploy import dockerfile
 from tests.factories import ProductFactory
 
 # The fault tests' conftest, imported before their helpers so that pytest rewrites the helpers' asserts as for them.
@@ -44,13 +45,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 faults, processes, sandbox_redis = fault_fixtures.faults, fault_fixtures.processes, fault_fixtures.sandbox_redis
 
 ROOT = manifests.ROOT
-# What the image sets for every process: the Dockerfile's ENV lines (KEY=VALUE pairs).
-IMAGE_ENVIRONMENT = dict(
-    pair.split("=", 1)
-    for line in (ROOT / "Dockerfile").read_text().splitlines()
-    if line.startswith("ENV ")
-    for pair in line.split()[1:]
-)
+# What the image sets for every process: the ENV lines of the Dockerfile's last stage (the image; a build stage's
+# environment stays in that stage).
+IMAGE_ENVIRONMENT = dockerfile.image().environment
 # Loaded by every Python process of a container through PYTHONPATH (and inherited by forked pool children): records
 # each path a process opens for writing, creates, renames, removes, touches or binds a Unix socket at (PEP 578
 # audit hooks), so a test can tell whether anything was written outside the pod's writable volumes.
