@@ -9,6 +9,7 @@ import re
 import sys
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from celery.utils.imports import symbol_by_name
@@ -19,10 +20,14 @@ from flower.command import is_flower_envvar
 from deploy import manifests
 from jobs import routing
 from jobs.beat import LockedDatabaseScheduler
+from tests.deploy import dockerfile
 
 ROOT = manifests.ROOT
 RENDERINGS = [rendering.name for rendering in manifests.renderings()]
 POOLS = {"worker-orders", "worker-io", "worker-maintenance", "worker-heavy"}
+# The media server (nginx, not the shop's image) and the claim it serves: product images and thumbnails.
+MEDIA_SERVER = "media"
+MEDIA_CLAIM = "media"
 # What a Celery worker needs after its soft shutdown ends before it exits (cancel the tasks still running, requeue
 # their messages, close connections): measured at under 2 s in tests/deploy/test_k8s_worker_process.py; the margin
 # leaves room for a loaded node.
@@ -45,6 +50,80 @@ MEMORY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "
 def rendering(name: str) -> manifests.Rendering:
     overlay, _, component = name.partition("+")
     return manifests.render_component(component, overlay=overlay) if component else manifests.render_overlay(name)
+
+
+def shop_containers(name: str) -> list[manifests.Container]:
+    """Every container that runs the shop's image (all but the media server's nginx)."""
+    return [container for container in manifests.containers(rendering(name)) if container.name != MEDIA_SERVER]
+
+
+def container_named(name: str, component: str) -> manifests.Container:
+    (container,) = [container for container in manifests.containers(rendering(name)) if container.name == component]
+    return container
+
+
+def mount_at(container: manifests.Container, path: str) -> dict:
+    """The volumeMount at `path` (KeyError when there is none)."""
+    return {mount["mountPath"]: mount for mount in container.spec.get("volumeMounts", [])}[path]
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions with In) picks a pod with `labels`."""
+    expressions = selector.get("matchExpressions", [])
+    if any(expression["operator"] != "In" for expression in expressions):
+        raise ValueError(f"only In expressions are read here: {expressions}")
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items()) and all(
+        labels.get(expression["key"]) in expression["values"] for expression in expressions
+    )
+
+
+def picked_by(selector: dict, name: str) -> list[str]:
+    """The workloads whose pods `selector` picks."""
+    return [
+        container.name
+        for container in manifests.containers(rendering(name))
+        if selects(selector, container.workload["spec"]["template"]["metadata"]["labels"])
+    ]
+
+
+def nginx_directives(text: str) -> list[tuple[str, list[str], list]]:
+    """An nginx configuration as (directive, arguments, block) triples, blocks nested (no quoted `;{}#` inside)."""
+    tokens = re.findall(r'"[^"]*"|[{};]|[^\s{};]+', re.sub(r"#[^\n]*", "", text))
+    stack: list[list] = [[]]
+    words: list[str] = []
+    for token in tokens:
+        if token == ";":
+            stack[-1].append((words[0], words[1:], []))
+            words = []
+        elif token == "{":
+            block: list = []
+            stack[-1].append((words[0], words[1:], block))
+            stack.append(block)
+            words = []
+        elif token == "}":
+            stack.pop()
+        else:
+            words.append(token.strip('"'))
+    return stack[0]
+
+
+def nginx_find(directives: list, name: str) -> list[tuple[str, list[str], list]]:
+    """Every `name` directive, at any depth."""
+    found = []
+    for directive in directives:
+        if directive[0] == name:
+            found.append(directive)
+        found += nginx_find(directive[2], name)
+    return found
+
+
+def media_server_config(name: str) -> list:
+    """The media server's nginx.conf, from the ConfigMap mounted where its `-c` points."""
+    server = container_named(name, MEDIA_SERVER)
+    config_path = Path(server.option("-c"))
+    volume = server.mounts()[str(config_path.parent)]
+    config_map = rendering(name).find("ConfigMap", volume["configMap"]["name"])
+    return nginx_directives(config_map["data"][config_path.name])
 
 
 def pools(name: str) -> dict[str, manifests.Container]:
@@ -146,8 +225,9 @@ def test_the_names_of_the_issue(name):
     objects = {(item["kind"], item["metadata"]["name"]) for item in rendering(name).objects}
     deployments = {item["metadata"]["name"] for item in rendering(name).of_kind("Deployment")}
 
-    assert deployments == POOLS | {"web", "beat", "flower"}
+    assert deployments == POOLS | {"web", "beat", "flower", MEDIA_SERVER}
     assert {("Namespace", "shop"), ("ConfigMap", "shop-config"), ("Secret", "shop-secrets")} <= objects
+    assert {("PersistentVolumeClaim", MEDIA_CLAIM), ("Service", MEDIA_SERVER), ("ConfigMap", "media-nginx")} <= objects
     assert {item["metadata"].get("namespace") for item in rendering(name).objects if item["kind"] != "Namespace"} == {
         "shop"
     }
@@ -379,10 +459,14 @@ def test_every_pod_runs_restricted_as_a_non_root_user_on_a_read_only_root(name):
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         }, container.name
-        # Whatever a process writes goes to a volume the pod mounts writable.
+        # Whatever a process writes goes to a volume the pod mounts writable: its emptyDirs, or the media claim.
         assert "/tmp" in container.mounts(), container.name  # noqa: S108 - the pod's own emptyDir
         for path, volume in container.mounts().items():
-            assert "emptyDir" in volume, (container.name, path)
+            if "configMap" in volume:
+                assert mount_at(container, path)["readOnly"] is True, (container.name, path)
+            else:
+                claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+                assert "emptyDir" in volume or claim == MEDIA_CLAIM, (container.name, path)
 
 
 @pytest.mark.parametrize("name", RENDERINGS)
@@ -396,7 +480,7 @@ def test_every_path_a_container_is_told_to_write_to_is_on_a_mounted_volume(name)
 
 @pytest.mark.parametrize("name", RENDERINGS)
 def test_every_image_is_the_one_image_by_a_pinned_tag(name):
-    images = {container.spec["image"] for container in manifests.containers(rendering(name))}
+    images = {container.spec["image"] for container in shop_containers(name)}
     (image,) = images
     repository, _, tag = image.rpartition(":")
 
@@ -404,6 +488,10 @@ def test_every_image_is_the_one_image_by_a_pinned_tag(name):
     assert tag not in {"", "latest"}
     if name != "dev":  # a development cluster runs what was just built
         assert re.fullmatch(r"\d+\.\d+\.\d+", tag)
+    # The media server is NGINX's unprivileged image, by its full tag in every rendering (nothing of ours is built).
+    assert re.fullmatch(
+        r"nginxinc/nginx-unprivileged:\d+\.\d+\.\d+-alpine", container_named(name, MEDIA_SERVER).spec["image"]
+    )
 
 
 @pytest.mark.parametrize("name", RENDERINGS)
@@ -471,6 +559,7 @@ def test_production_keeps_web_up_through_a_node_loss_and_a_drain(name):
         "web",
         "worker-orders",
         "worker-io",
+        MEDIA_SERVER,
     }
     for pool in POOLS:
         spread = rendering(name).find("Deployment", pool)["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
@@ -482,7 +571,7 @@ def test_production_keeps_web_up_through_a_node_loss_and_a_drain(name):
 def test_dev_runs_one_of_everything():
     replicas = {item["metadata"]["name"]: item["spec"]["replicas"] for item in rendering("dev").of_kind("Deployment")}
 
-    assert replicas == dict.fromkeys(POOLS | {"web", "beat", "flower"}, 1)
+    assert replicas == dict.fromkeys(POOLS | {"web", "beat", "flower", MEDIA_SERVER}, 1)
     assert rendering("dev").of_kind("PodDisruptionBudget") == []
 
 
@@ -492,7 +581,7 @@ def test_the_eu_overlay_keeps_every_pod_in_the_eu():
 
 
 @pytest.mark.parametrize("name", RENDERINGS)
-def test_only_web_is_reachable_from_outside_and_metrics_and_flower_from_monitoring_only(name):
+def test_only_web_and_media_are_reachable_from_outside_and_metrics_and_flower_from_monitoring_only(name):
     policies = {item["metadata"]["name"]: item["spec"] for item in rendering(name).of_kind("NetworkPolicy")}
 
     def sources(policy: str) -> set[str]:
@@ -504,20 +593,152 @@ def test_only_web_is_reachable_from_outside_and_metrics_and_flower_from_monitori
 
     assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
     assert sources("web") == {"ingress-nginx", "monitoring"}
+    assert sources("media") == {"ingress-nginx"}
     assert sources("worker-metrics") == {"monitoring"}
     assert sources("flower") == {"monitoring"}
     assert set(policies["worker-metrics"]["podSelector"]["matchExpressions"][0]["values"]) == POOLS
 
 
 def test_the_image_runs_as_the_user_the_pods_run_as_from_a_pinned_base():
-    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
-    (base,) = [line.split()[1] for line in dockerfile if line.startswith("FROM ")]
-    (user,) = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    # The image is the Dockerfile's last stage; the stages before it only build parts of it (test_dockerfile.py).
+    base = dockerfile.image().image
+    (user,) = dockerfile.image().arguments("USER")
     pod_users = {
         (container.pod["securityContext"]["runAsUser"], container.pod["securityContext"]["runAsGroup"])
         for name in RENDERINGS
-        for container in manifests.containers(rendering(name))
+        for container in shop_containers(name)
     }
 
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base)
     assert {tuple(int(part) for part in user.split(":"))} == pod_users == {(10001, 10001)}
+
+
+@pytest.mark.parametrize("name", RENDERINGS)
+def test_web_and_the_heavy_pool_mount_the_one_media_claim_at_media_root(name):
+    media_root = str(dockerfile.path_in_image("MEDIA_ROOT"))
+    claimed = {
+        container.name: volume["persistentVolumeClaim"]
+        for container in manifests.containers(rendering(name))
+        for volume in container.mounts().values()
+        if "persistentVolumeClaim" in volume
+    }
+
+    # The admin stores images there, the heavy pool reads them and writes thumbnails beside them; migrate runs
+    # no seed_catalog here, so it has no need of it; the media server reads it.
+    assert claimed == {
+        "web": {"claimName": MEDIA_CLAIM},
+        "worker-heavy": {"claimName": MEDIA_CLAIM},
+        MEDIA_SERVER: {"claimName": MEDIA_CLAIM, "readOnly": True},
+    }
+    rendering(name).find("PersistentVolumeClaim", MEDIA_CLAIM)
+    for component in ("web", "worker-heavy"):
+        container = container_named(name, component)
+        environment = manifests.environment(container, rendering(name), fields={"status.podIP": "10.0.0.7"})
+        # At the settings' default MEDIA_ROOT in the image (the environment does not move it elsewhere), writable ...
+        assert container.mounts()[media_root] == {
+            "name": mount_at(container, media_root)["name"],
+            "persistentVolumeClaim": {"claimName": MEDIA_CLAIM},
+        }
+        assert "MEDIA_ROOT" not in environment, component
+        assert mount_at(container, media_root).get("readOnly", False) is False, component
+        # ... by the service's uid: the kubelet gives a new volume's root the pods' group.
+        security = container.pod["securityContext"]
+        assert (security["fsGroup"], security["fsGroupChangePolicy"]) == (security["runAsGroup"], "OnRootMismatch")
+
+
+@pytest.mark.parametrize("name", RENDERINGS)
+def test_the_media_claim_is_read_write_many_except_on_a_one_node_dev_cluster(name):
+    claim = rendering(name).find("PersistentVolumeClaim", MEDIA_CLAIM)
+
+    # Web and heavy pods run on different nodes (the heavy pool on nodes of its own): a ReadWriteOnce volume would
+    # be attached to one node only, and the pods on the others would never start.
+    expected = ["ReadWriteOnce"] if name == "dev" else ["ReadWriteMany"]
+    assert claim["spec"]["accessModes"] == expected
+    assert memory_bytes(claim["spec"]["resources"]["requests"]["storage"]) >= 2**30
+
+
+@pytest.mark.parametrize("name", RENDERINGS)
+def test_the_media_server_serves_media_url_s_path_read_only_from_the_claim(name):
+    server = container_named(name, MEDIA_SERVER)
+    media_url = rendering(name).find("ConfigMap", "shop-config")["data"]["MEDIA_URL"]
+    path = urlsplit(media_url).path
+    (claim_path,) = [mount for mount, volume in server.mounts().items() if "persistentVolumeClaim" in volume]
+    config = media_server_config(name)
+    (location,) = [block for _name, arguments, block in nginx_find(config, "location") if arguments == [path]]
+    directives = {directive: arguments for directive, arguments, _block in location}
+    (listen,) = nginx_find(config, "listen")
+    written = [
+        arguments[0]
+        for directive in (
+            "pid",
+            *(f"{kind}_temp_path" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
+        )
+        for _name, arguments, _block in nginx_find(config, directive)
+    ]
+    writable = [mount for mount, volume in server.mounts().items() if "emptyDir" in volume]
+
+    assert path == "/media/"
+    assert mount_at(server, claim_path)["readOnly"] is True
+    # A request for MEDIA_URL's path + name is that name's file on the claim, and nothing but files.
+    assert directives["root"][0].rstrip("/") + path == f"{claim_path}/"
+    assert (directives["autoindex"], directives["try_files"]) == (["off"], ["$uri", "=404"])
+    assert [block for _name, arguments, block in nginx_find(config, "location") if arguments == ["/"]] == [
+        [("return", ["404"], [])]
+    ]
+    assert nginx_find(config, "alias") == []
+    assert nginx_find(config, "autoindex") == [("autoindex", ["off"], [])]
+    # It listens on the port its Service and probes use, and writes only to its emptyDir (a read-only root).
+    assert {(port["name"], port["containerPort"]) for port in server.spec["ports"]} == {("http", int(listen[1][0]))}
+    assert len(written) == 6
+    assert all(any(file.startswith(f"{mount}/") for mount in writable) for file in written), written
+    assert {probe: server.spec[probe]["httpGet"]["port"] for probe in ("livenessProbe", "readinessProbe")} == {
+        "livenessProbe": "http",
+        "readinessProbe": "http",
+    }
+    # As the uid and gid that write the files (web's), so it reads whatever their modes.
+    web_security = container_named(name, "web").pod["securityContext"]
+    assert (server.pod["securityContext"]["runAsUser"], server.pod["securityContext"]["runAsGroup"]) == (
+        web_security["runAsUser"],
+        web_security["runAsGroup"],
+    )
+
+
+@pytest.mark.parametrize("name", RENDERINGS)
+def test_only_the_ingress_controller_reaches_the_media_server_through_its_service(name):
+    server = container_named(name, MEDIA_SERVER)
+    labels = server.workload["spec"]["template"]["metadata"]["labels"]
+    service = rendering(name).find("Service", MEDIA_SERVER)
+    admitting = {
+        item["metadata"]["name"]: item["spec"]
+        for item in rendering(name).of_kind("NetworkPolicy")
+        if selects(item["spec"]["podSelector"], labels) and item["spec"].get("ingress")
+    }
+
+    assert set(admitting) == {"media"}
+    assert admitting["media"]["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+            "ports": [{"port": "http"}],
+        }
+    ]
+    # The Service the Ingress routes to: the media pods' port, and no other pod.
+    assert picked_by({"matchLabels": service["spec"]["selector"]}, name) == [MEDIA_SERVER]
+    assert [(port["port"], port["targetPort"]) for port in service["spec"]["ports"]] == [(80, "http")]
+    assert service["spec"]["type"] == "ClusterIP"
+
+
+@pytest.mark.parametrize("name", ["production", "eu"])
+def test_production_keeps_the_media_server_up_through_a_node_loss_and_a_drain(name):
+    media = rendering(name).find("Deployment", MEDIA_SERVER)
+    budget = rendering(name).find("PodDisruptionBudget", MEDIA_SERVER)
+    anti_affinity = media["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = anti_affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+
+    assert media["spec"]["replicas"] == 2
+    assert term == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": {"app.kubernetes.io/component": MEDIA_SERVER}},
+    }
+    assert budget["spec"]["minAvailable"] == 1
+    # The budget counts the media pods, and only them.
+    assert picked_by(budget["spec"]["selector"], name) == [MEDIA_SERVER]

@@ -1,11 +1,12 @@
-"""From the manifest to a real process: the orders pool's container as the production overlay renders it, run here.
+"""From the manifest to a real process: the pools' containers as the production overlay renders them, run here.
 
 The command, its arguments and its environment (the ConfigMap, the Secret, the container's own variables) come from
 the rendered manifest. Only what a cluster would provide differently is substituted: PostgreSQL (the test database),
 Redis (a redis-server of the test's own), the mail server (a recording backend), the pod's volumes (directories of
-the test), its host name and its ports (this machine runs several pods' worth of processes), and the Secret's
-values. An audit hook in every process records where it writes, so the tests can tell that nothing was written
-outside the pod's writable volumes, as the read-only root file system of the manifests requires.
+the test; a claim is one directory, whichever pod mounts it), its host name and its ports (this machine runs several
+pods' worth of processes), and the Secret's values. An audit hook in every process records where it writes, so the
+tests can tell that nothing was written outside the pod's writable volumes, as the read-only root file system of the
+manifests requires.
 """
 
 import os
@@ -19,9 +20,12 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from django.test import override_settings
 
 from deploy import manifests
-from orders.models import Order
+from orders import catalog
+from orders.models import Order, Product
+from tests.deploy import dockerfile
 from tests.factories import ProductFactory
 
 # The fault tests' conftest, imported before their helpers so that pytest rewrites the helpers' asserts as for them.
@@ -36,6 +40,7 @@ from tests.faults.helpers import (
     wait_until_processing,
 )
 from tests.helpers import wait_for
+from tests.images import dimensions, picture, upload
 from tests.ops.helpers import database_url, free_port, parse_metrics
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
@@ -44,13 +49,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 faults, processes, sandbox_redis = fault_fixtures.faults, fault_fixtures.processes, fault_fixtures.sandbox_redis
 
 ROOT = manifests.ROOT
-# What the image sets for every process: the Dockerfile's ENV lines (KEY=VALUE pairs).
-IMAGE_ENVIRONMENT = dict(
-    pair.split("=", 1)
-    for line in (ROOT / "Dockerfile").read_text().splitlines()
-    if line.startswith("ENV ")
-    for pair in line.split()[1:]
-)
+# What the image sets for every process: the ENV lines of the Dockerfile's last stage (the image; a build stage's
+# environment stays in that stage).
+IMAGE_ENVIRONMENT = dockerfile.image().environment
 # Loaded by every Python process of a container through PYTHONPATH (and inherited by forked pool children): records
 # each path a process opens for writing, creates, renames, removes, touches or binds a Unix socket at (PEP 578
 # audit hooks), so a test can tell whether anything was written outside the pod's writable volumes.
@@ -109,8 +110,14 @@ class ManifestContainer:
         return manifests.environment(self.container, self.rendering, fields={"status.podIP": "127.0.0.1"})
 
     def volumes(self, pod: Path) -> dict[str, Path]:
-        """mountPath -> the directory standing for that volume in one pod."""
-        return {path: pod / "volumes" / path.lstrip("/") for path in self.container.mounts()}
+        """mountPath -> the directory standing for that volume in one pod: the pod's own for an emptyDir, the
+        claim's for a PersistentVolumeClaim (every pod that mounts it sees the same files)."""
+        return {
+            path: claim_directory(self.faults, volume["persistentVolumeClaim"]["claimName"])
+            if "persistentVolumeClaim" in volume
+            else pod / "volumes" / path.lstrip("/")
+            for path, volume in self.container.mounts().items()
+        }
 
     def start(self, *, ports: dict[str, int] | None = None, **overrides: str) -> tuple[Worker, dict[str, str]]:
         """Start the pod's process; return it and its environment. `ports`: the manifest's port -> a free one."""
@@ -120,7 +127,7 @@ class ManifestContainer:
         self.pods.append(pod)
         volumes = self.volumes(pod)
         for directory in [*volumes.values(), pod / "home", pod / "audit"]:
-            directory.mkdir(parents=True)
+            directory.mkdir(parents=True, exist_ok=directory.is_relative_to(claim_directory(self.faults, "")))
         (pod / "audit" / "sitecustomize.py").write_text(WRITE_AUDIT_HOOK)
         environment = {key: on_volumes(value, volumes) for key, value in self.environment_of_manifest().items()}
         environment |= IMAGE_ENVIRONMENT | {
@@ -183,6 +190,11 @@ class ManifestContainer:
                 and line.split("\t")[1] != str(self.faults.mail_log)
             }
         )
+
+
+def claim_directory(faults: FaultEnvironment, claim: str) -> Path:
+    """The directory standing for PersistentVolumeClaim `claim` in this test's cluster."""
+    return faults.work_dir / "claims" / claim
 
 
 def on_volumes(value: str, volumes: dict[str, Path]) -> str:
@@ -326,3 +338,42 @@ def _answers(request) -> bool:
         return request().status_code < 500
     except requests.ConnectionError:
         return False
+
+
+def test_the_heavy_pool_from_the_manifest_thumbnails_the_image_web_stored_on_the_media_claim(faults, thumbnail_module):
+    web = ManifestContainer(faults, "web")
+    heavy = ManifestContainer(faults, "worker-heavy")
+    media_root = str(dockerfile.path_in_image("MEDIA_ROOT"))  # /app/var/media, the settings' default in the image
+    claim = heavy.container.mounts()[media_root]["persistentVolumeClaim"]["claimName"]
+    media = claim_directory(faults, claim)
+    # given web and the heavy pool mount the same claim at MEDIA_ROOT, so their files are this one directory
+    assert web.container.mounts()[media_root]["persistentVolumeClaim"] == {"claimName": claim}
+    web_media = web.volumes(faults.work_dir / "web")[media_root]
+    assert web_media == media
+    # The manifest leaves MEDIA_ROOT to its default, BASE_DIR / "var/media": /app/var/media in the image, but
+    # BASE_DIR is this checkout here, so the pod's process is told explicitly where its mount's directory is (as
+    # `on_volumes` moves the paths the manifest does name). The module is the checkout's var/wasm/thumbnail.wasm,
+    # standing for the one the image has at that default path too.
+    assert "MEDIA_ROOT" not in heavy.environment_of_manifest()
+    worker, _environment = heavy.start_ready(MEDIA_ROOT=str(media))
+    product = ProductFactory(sku="HEAVY-MANIFEST")
+
+    # when web stores a product's image, as the admin does (this test's process standing for the web pod)
+    with override_settings(MEDIA_ROOT=str(web_media)):
+        catalog.set_product_image(product_id=product.pk, image=upload(picture(640, 480), "photo.jpg"))
+    wait_for(
+        lambda: Product.objects.get(pk=product.pk).thumbnail_status != "pending",
+        timeout=120,
+        interval=0.5,
+        message="the heavy pool to thumbnail the product",
+    )
+
+    # then the pod made the thumbnail on the claim, beside the image, and wrote nowhere else
+    product.refresh_from_db()
+    assert (product.thumbnail_status, product.thumbnail_width, product.thumbnail_height) == ("ready", 300, 225)
+    stored = sorted(str(path.relative_to(media)) for path in media.rglob("*") if path.is_file())
+    assert stored == sorted([product.image.name, product.thumbnail.name])
+    assert dimensions((media / product.thumbnail.name).read_bytes()) == ("PNG", 300, 225)
+    assert f"{media / product.thumbnail.name}" in heavy.audit_log.read_text()  # written by the pod's process
+    assert "Thumbnail sandbox ready in pool process" in worker.log()
+    assert heavy.written_outside_volumes() == []
