@@ -67,7 +67,7 @@ DEFAULT_DATABASE = "shop_live"
 # per charge), so 2 orders/s x the 30 s drain objective = 60 messages per pod; 2 orders/s is what the two pods of
 # minReplicas carry at ease, 10 orders/s what they cannot (backlog grows 6/s) and 8 pods can; 8 pods is what the
 # two cores hold beside web, beat, Prometheus and the clients. The last phase lasts past the shipped scale-down
-# (5 minutes' window, then a step a minute), so the pods sent SIGTERM are busy with orders.
+# (5 minutes' window, then a step a minute), so pods are sent SIGTERM while orders flow.
 DEFAULT_PHASES = "60:2,150:10,540:2"
 DEFAULT_TARGET = "60"
 DEFAULT_MAX_REPLICAS = 8
@@ -100,7 +100,7 @@ WHY_LATENCY = (
 
 
 class LiveRunError(RuntimeError):
-    """Raised when the run cannot take place (a process does not start, Prometheus has no data)."""
+    """Raised when the run cannot take place (Prometheus does not start, or never answers the query)."""
 
 
 # --- what production ships ---------------------------------------------------------------------------------------
@@ -479,36 +479,7 @@ def live(settings: Settings, *, work_dir: Path) -> dict:
         sandbox = env.RedisServer(processes, work_dir, name="sandbox")
         mail_log = work_dir / "mail.log"
         environment = env.service_environment(broker_url=broker.url, sandbox_url=sandbox.url, work_dir=work_dir)
-        url = bench_orders._start_web(processes, bench_orders.VARIANTS["ours"], environment)
-        beat = [
-            env.PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "proj",
-            "beat",
-            "--loglevel",
-            "WARNING",
-            "--schedule",
-            str(work_dir / "beat-schedule"),
-        ]
-        processes.start(beat, environment=environment, name="beat")
-        central = [
-            env.PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "proj",
-            "worker",
-            "--queues",
-            CENTRAL_QUEUES,
-            "--concurrency",
-            "2",
-            "--loglevel",
-            "INFO",
-            f"--hostname=central@{socket.gethostname()}",
-        ]
-        processes.start(central, environment=environment, name="central")
+        url = start_service(processes, work_dir, environment)
         prometheus = Prometheus(
             processes=processes,
             work_dir=work_dir,
@@ -532,12 +503,17 @@ def live(settings: Settings, *, work_dir: Path) -> dict:
             interval=0.2,
             what="the first pods to be ready",
         )
-        env.wait_for(
-            lambda: metric_total_milli(prometheus.query(query)) is not None,
-            timeout=READY_TIMEOUT_SECONDS + 2 * (settings.scrape_seconds + settings.rule_seconds),
-            interval=0.5,
-            what="Prometheus to answer the adapter's query",
-        )
+        try:
+            env.wait_for(
+                lambda: metric_total_milli(prometheus.query(query)) is not None,
+                timeout=READY_TIMEOUT_SECONDS + 2 * (settings.scrape_seconds + settings.rule_seconds),
+                interval=0.5,
+                what="Prometheus to answer the adapter's query",
+            )
+        except TimeoutError as error:
+            raise LiveRunError(
+                f"{error} Its scrape targets: {prometheus.url}/targets (BENCH_KEEP_TEMP=1 keeps {work_dir})"
+            ) from error
 
         load = LoadGenerator(url=url, phases=settings.phases, clients=settings.clients, skus=bench_orders._skus())
         run.started_at = time.monotonic()
@@ -546,55 +522,97 @@ def live(settings: Settings, *, work_dir: Path) -> dict:
         run.record(f"query: {query}")
         run.record(f"{len(pods)} pods ready; load begins: {_describe_phases(settings.phases)}")
         load.start(run.started_at)
-        controller = HorizontalController()
-        terminating: list[Pod] = []
-        load_ended_at: float | None = None
-        at_rest = False
-        next_sync = run.started_at
-        while True:
-            now = time.monotonic()
-            _notice_ready(pods, run)
-            terminating = [pod for pod in terminating if not _reaped(pods_of, pod, run)]
-            for pod in [pod for pod in pods if pod.process.poll() is not None]:
-                pods.remove(pod)
-                run.replaced += 1
-                pods.append(pods_of.start())
-                run.record(f"{pod.name} exited by itself (status {pod.process.returncode}): replaced")
-            if now >= next_sync:
-                next_sync += settings.sync_seconds
-                total = metric_total_milli(prometheus.query(query))
-                result = controller.sync(
-                    spec=spec,
-                    now=Decimal(f"{now - run.started_at:.3f}"),
-                    current_replicas=len(pods),
-                    metric_total_milli=total,
-                )
-                _scale(pods_of, pods, terminating, result.replicas, run)
-                run.syncs.append(
-                    SyncRecord(
-                        seconds=now - run.started_at,
-                        backlog_milli=total,
-                        replicas=len(pods),
-                        placed=load.placed,
-                        completed=completed_orders(connection),
-                    )
-                )
-            if load_ended_at is None and load.is_done():
-                load_ended_at = now
-                run.record(f"load ends: {load.placed} orders placed")
-            if load_ended_at is not None:
-                at_rest = len(pods) == spec.min_replicas and not terminating and run.scale_downs > 0
-                if at_rest or now - load_ended_at > settings.tail_seconds:
-                    break
-            time.sleep(TICK_SECONDS)
-        run.record("scaling ends" if at_rest else f"scaling ends: {settings.tail_seconds:g} s after the load")
-
+        terminating = control(
+            settings=settings,
+            spec=spec,
+            query=query,
+            prometheus=prometheus,
+            pods_of=pods_of,
+            pods=pods,
+            load=load,
+            connection=connection,
+            run=run,
+        )
         settled = _settle(connection, settings.settle_seconds, run)
         while terminating:
             terminating = [pod for pod in terminating if not _reaped(pods_of, pod, run)]
             time.sleep(TICK_SECONDS)
         counts = soak.count(set(load.ids), sandbox_url=sandbox.url, mail_log=mail_log)
     return summarise(settings, spec, run, load, counts, settled=settled, query=query) | {"machine": machine}
+
+
+def start_service(processes: env.Processes, work_dir: Path, environment: dict[str, str]) -> str:
+    """gunicorn (the API and /metrics), beat (the outbox relay, the reconcilers) and one plain worker for the
+    central queues; returns the API's URL."""
+    url = bench_orders._start_web(processes, bench_orders.VARIANTS["ours"], environment)
+    beat = [env.PYTHON, "-m", "celery", "-A", "proj", "beat", "--loglevel", "WARNING",
+            "--schedule", str(work_dir / "beat-schedule")]  # fmt: skip
+    processes.start(beat, environment=environment, name="beat")
+    central = [env.PYTHON, "-m", "celery", "-A", "proj", "worker", "--queues", CENTRAL_QUEUES, "--concurrency", "2",
+               "--loglevel", "INFO", f"--hostname=central@{socket.gethostname()}"]  # fmt: skip
+    processes.start(central, environment=environment, name="central")
+    return url
+
+
+def control(
+    *,
+    settings: Settings,
+    spec: AutoscalerSpec,
+    query: str,
+    prometheus: Prometheus,
+    pods_of: ManifestPods,
+    pods: list[Pod],
+    load: LoadGenerator,
+    connection,
+    run: Run,
+) -> list[Pod]:
+    """The controller's loop, while the load runs and after it until the pool is back at minReplicas (or the tail
+    ran out); returns the pods still terminating. Between syncs it notes ready pods, reaps terminated ones and, as
+    a ReplicaSet does, replaces a pod that exited by itself."""
+    controller = HorizontalController()
+    terminating: list[Pod] = []
+    load_ended_at: float | None = None
+    next_sync = run.started_at
+    while True:
+        now = time.monotonic()
+        _notice_ready(pods, run)
+        terminating = [pod for pod in terminating if not _reaped(pods_of, pod, run)]
+        for pod in [pod for pod in pods if pod.process.poll() is not None]:
+            pods_of.processes.stop(pod.process, grace=0)  # its process group, pool children included
+            pods.remove(pod)
+            run.replaced += 1
+            pods.append(pods_of.start())
+            run.record(f"{pod.name} exited by itself (status {pod.process.returncode}): replaced")
+        if now >= next_sync:
+            next_sync += settings.sync_seconds
+            total = metric_total_milli(prometheus.query(query))
+            result = controller.sync(
+                spec=spec,
+                now=Decimal(f"{now - run.started_at:.3f}"),
+                current_replicas=len(pods),
+                metric_total_milli=total,
+            )
+            _scale(pods_of, pods, terminating, result.replicas, run)
+            run.syncs.append(
+                SyncRecord(
+                    seconds=now - run.started_at,
+                    backlog_milli=total,
+                    replicas=len(pods),
+                    placed=load.placed,
+                    completed=completed_orders(connection),
+                )
+            )
+        if load_ended_at is None and load.is_done():
+            load_ended_at = now
+            run.record(f"load ends: {load.placed} orders placed")
+        if load_ended_at is not None:
+            if len(pods) == spec.min_replicas and not terminating and run.scale_downs > 0:
+                run.record("scaling ends: back at minReplicas")
+                return terminating
+            if now - load_ended_at > settings.tail_seconds:
+                run.record(f"scaling ends: {settings.tail_seconds:g} s after the load, at {len(pods)} replicas")
+                return terminating
+        time.sleep(TICK_SECONDS)
 
 
 def _connect_after_fresh(work_dir: Path):
