@@ -1,7 +1,7 @@
 """`python -m deploy.autoscale simulate|model ...`: see each subcommand's `--help`.
 
-Each subcommand is one `add_*_command` function registering its parser and its `run` callable, so a later `live`
-subcommand (real Prometheus, real workers) plugs in beside them with the same controller.
+Each subcommand is one `add_*_command` function registering its parser and its `run` callable, and `live`
+(real Prometheus, real workers) runs the same controller as the replays.
 """
 
 import argparse
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from deploy.autoscale.controller import DEFAULT_DOWNSCALE_STABILIZATION_SECONDS, DEFAULT_TOLERANCE, HorizontalController
 from deploy.autoscale.hpa import InvalidAutoscaler, load_autoscaler
+from deploy.autoscale.live import LiveRunError, add_live_command
 from deploy.autoscale.model import add_model_command
 from deploy.autoscale.simulate import InvalidTrace, read_trace, replay, write_replay
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(dest="command", required=True)
     add_simulate_command(subcommands)
     add_model_command(subcommands)
+    add_live_command(subcommands)
     return parser
 
 
@@ -75,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     try:
         return arguments.run(arguments)
-    except (InvalidAutoscaler, InvalidTrace) as error:
+    except (InvalidAutoscaler, InvalidTrace, LiveRunError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
