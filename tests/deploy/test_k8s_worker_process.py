@@ -23,6 +23,7 @@ import requests
 from django.test import override_settings
 
 from deploy import manifests
+from deploy.autoscale.pods import on_volumes
 from orders import catalog
 from orders.models import Order, Product
 from tests.deploy import dockerfile
@@ -195,15 +196,6 @@ class ManifestContainer:
 def claim_directory(faults: FaultEnvironment, claim: str) -> Path:
     """The directory standing for PersistentVolumeClaim `claim` in this test's cluster."""
     return faults.work_dir / "claims" / claim
-
-
-def on_volumes(value: str, volumes: dict[str, Path]) -> str:
-    """`value` (a variable or an argument such as `--dir=/tmp`) with a path on a pod volume moved to its directory."""
-    prefix, separator, path = value.rpartition("=") if value.startswith("--") else ("", "", value)
-    for mount, directory in volumes.items():
-        if path == mount or path.startswith(f"{mount}/"):
-            return f"{prefix}{separator}{directory}{path[len(mount) :]}"
-    return value
 
 
 def terminate(worker: Worker) -> float:
