@@ -86,15 +86,6 @@ class EventConsumerTask(ReliableTask):
     def on_success(self, retval, task_id, args, kwargs):
         outbox.confirm_events(consumer=self.name, event_ids=event_ids(kwargs))
 
-    def signature_from_request(self, request=None, args=None, kwargs=None, queue=None, **extra_options):
-        """A retry is routed again, by the router from its arguments, rather than sent back to the exchange and
-        routing key its delivery came from: a strict order's retry stays in its region, another order's may fall
-        back to the public pool (Celery's retries have gone to the default queue with routers: celery/celery#8357)."""
-        signature = super().signature_from_request(request, args, kwargs, queue=queue, **extra_options)
-        for option in ("exchange", "routing_key"):
-            signature.options.pop(option, None)
-        return signature
-
     def give_up(self, reason: str, /, **kwargs: Any) -> None:
         outbox.abandon_events(consumer=self.name, event_ids=event_ids(kwargs))
 

@@ -17,7 +17,6 @@ It exits 1 unless nothing was lost or done twice and the pool scaled up and down
 import argparse
 import contextlib
 import csv
-import importlib
 import itertools
 import json
 import math
@@ -41,6 +40,9 @@ from typing import Any
 import yaml
 
 from bench import environment as env
+from bench import orders as bench_orders
+from bench import placement, soak
+from bench import report as bench_report
 from deploy import manifests
 from deploy.autoscale.controller import HorizontalController
 from deploy.autoscale.hpa import AutoscalerSpec, Behavior, ExternalMetric, load_autoscaler
@@ -48,12 +50,6 @@ from deploy.autoscale.model import SYNC_PERIOD_SECONDS
 from deploy.autoscale.pods import Cluster, ManifestPods, Pod, scale_down_victims
 from deploy.autoscale.quantity import to_milli
 
-# bench's soak (its counting, its test for settled), its HTTP clients and its web server, imported by name: bench
-# stands outside mypy's checked packages, and a static import would have mypy check it in full through deploy.
-soak = importlib.import_module("bench.soak")
-placement = importlib.import_module("bench.placement")
-bench_orders = importlib.import_module("bench.orders")
-bench_report = importlib.import_module("bench.report")
 AUTOSCALING = manifests.COMPONENTS / "autoscaling"
 HPA = AUTOSCALING / "hpa-worker-orders.yaml"
 ADAPTER_CONFIG = AUTOSCALING / "prometheus-adapter" / "config.yaml"
